@@ -1,0 +1,1 @@
+"""seqio registrations for HyperPrompt-JAX (installed as `hyperprompt_jax.tasks`)."""
