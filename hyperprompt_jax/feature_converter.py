@@ -1,0 +1,94 @@
+"""Encoder-decoder feature converter that carries each example's task id.
+
+The scalar `task_id` of every task example is broadcast to one id per token
+before packing, so packing concatenates ids exactly like the tokens they
+belong to and every token of a packed row knows its own example's task.
+Padding positions get id 0 (segment id 0 tells them apart from task 0).
+
+Example, task feature lengths {'inputs': 8, 'targets': 5}, pack=True:
+
+  [{'inputs': [7, 8, 1], 'targets': [3, 1], 'task_id': 2},
+   {'inputs': [4, 9, 5, 1], 'targets': [6, 1], 'task_id': 0}] ->
+  {'encoder_input_tokens': [7, 8, 1, 4, 9, 5, 1, 0],
+   'encoder_task_ids':     [2, 2, 2, 0, 0, 0, 0, 0],
+   'encoder_segment_ids':  [1, 1, 1, 2, 2, 2, 2, 0],
+   'decoder_target_tokens': [3, 1, 6, 1, 0],
+   'decoder_task_ids':      [2, 2, 0, 0, 0], ...}
+"""
+
+from collections.abc import Mapping
+
+import gin
+import seqio
+import tensorflow as tf
+
+TASK_ID = 'task_id'
+_PER_TOKEN = {'inputs': 'inputs_task_ids', 'targets': 'targets_task_ids'}
+
+
+@gin.configurable(module='hyperprompt_jax.feature_converter')
+class HyperPromptEncDecFeatureConverter(seqio.EncDecFeatureConverter):
+  """seqio's EncDecFeatureConverter plus per-token task ids.
+
+  Task features: `inputs` [length], `targets` [length] and the scalar int32
+  `task_id` (checked here, not listed in TASK_FEATURES, so that
+  `task_feature_lengths` stays {'inputs', 'targets'} as in t5x configs).
+  Model features: those of EncDecFeatureConverter plus `encoder_task_ids`
+  [encoder_length] and `decoder_task_ids` [decoder_length], int32.
+  """
+
+  MODEL_FEATURES = {
+      **seqio.EncDecFeatureConverter.MODEL_FEATURES,
+      'encoder_task_ids': seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
+      'decoder_task_ids': seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
+  }
+
+  def _convert_features(self, ds: tf.data.Dataset,
+                        task_feature_lengths: Mapping[str, int]
+                        ) -> tf.data.Dataset:
+    """Broadcasts `task_id` per token, then packs/pads and converts."""
+    _check_task_id(ds.element_spec)
+
+    def broadcast_task_id(features):
+      features = dict(features)
+      for name, per_token in _PER_TOKEN.items():
+        features[per_token] = tf.fill(tf.shape(features[name])[:1],
+                                      features[TASK_ID])
+      return features
+
+    ds = ds.map(broadcast_task_id,
+                num_parallel_calls=tf.data.experimental.AUTOTUNE)
+    lengths = {**task_feature_lengths,
+               **{per_token: task_feature_lengths[name]
+                  for name, per_token in _PER_TOKEN.items()}}
+    ds = self._pack_or_pad(ds, lengths)
+    return ds.map(self._convert_example,
+                  num_parallel_calls=tf.data.experimental.AUTOTUNE)
+
+  def _convert_example(self, features: Mapping[str, tf.Tensor]
+                       ) -> Mapping[str, tf.Tensor]:
+    """EncDecFeatureConverter's features plus the per-token task ids."""
+    return {**super()._convert_example(features),
+            'encoder_task_ids': features['inputs_task_ids'],
+            'decoder_task_ids': features['targets_task_ids']}
+
+  def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]
+                                ) -> Mapping[str, int]:
+    """EncDecFeatureConverter's lengths plus those of the task-id features."""
+    return {**super().get_model_feature_lengths(task_feature_lengths),
+            'encoder_task_ids': task_feature_lengths['inputs'],
+            'decoder_task_ids': task_feature_lengths['targets']}
+
+
+def _check_task_id(element_spec: Mapping[str, tf.TensorSpec]) -> None:
+  """Raises ValueError unless examples carry a scalar int32 `task_id`."""
+  spec = element_spec.get(TASK_ID)
+  if spec is None:
+    raise ValueError(
+        "Examples have no 'task_id' feature; register tasks through "
+        'hyperprompt_jax.tasks (add_task_id preprocessor) and read mixtures '
+        'with their task ids passed through.')
+  if spec.dtype != tf.int32 or spec.shape.rank != 0:
+    raise ValueError(
+        f"'task_id' must be a scalar int32, got {spec.dtype.name} of shape "
+        f'{spec.shape}.')
