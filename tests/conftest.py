@@ -1,7 +1,24 @@
 """Shared pytest configuration for HyperPrompt-JAX."""
 
+import importlib
+
+import pytest
+
 
 def pytest_configure(config):
   # Tests that need t5x (not on PyPI) carry this marker and skip without it.
   config.addinivalue_line(
       'markers', 't5x: needs t5x installed; skipped where it is absent.')
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  t5x_items = [item for item in items if item.get_closest_marker('t5x')]
+  if not t5x_items:
+    return
+  try:
+    importlib.import_module('t5x')
+  except ImportError as e:
+    skip = pytest.mark.skip(reason=f't5x is not importable: {e}')
+    for item in t5x_items:
+      item.add_marker(skip)
