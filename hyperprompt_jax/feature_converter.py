@@ -50,10 +50,12 @@ class HyperPromptEncDecFeatureConverter(seqio.EncDecFeatureConverter):
     _check_task_id(ds.element_spec)
 
     def broadcast_task_id(features):
+      # Stored as id + 1: seqio's packing finds each sequence's length by its
+      # nonzero entries, which would drop the ids of task 0.
       features = dict(features)
       for name, per_token in _PER_TOKEN.items():
         features[per_token] = tf.fill(tf.shape(features[name])[:1],
-                                      features[TASK_ID])
+                                      features[TASK_ID] + 1)
       return features
 
     ds = ds.map(broadcast_task_id,
@@ -68,9 +70,10 @@ class HyperPromptEncDecFeatureConverter(seqio.EncDecFeatureConverter):
   def _convert_example(self, features: Mapping[str, tf.Tensor]
                        ) -> Mapping[str, tf.Tensor]:
     """EncDecFeatureConverter's features plus the per-token task ids."""
+    # Undo the shift of `broadcast_task_id`; padding (0) becomes 0 again.
     return {**super()._convert_example(features),
-            'encoder_task_ids': features['inputs_task_ids'],
-            'decoder_task_ids': features['targets_task_ids']}
+            'encoder_task_ids': tf.maximum(features['inputs_task_ids'] - 1, 0),
+            'decoder_task_ids': tf.maximum(features['targets_task_ids'] - 1, 0)}
 
   def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]
                                 ) -> Mapping[str, int]:

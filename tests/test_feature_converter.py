@@ -1,0 +1,111 @@
+"""HyperPromptEncDecFeatureConverter: per-token task ids, packed and not."""
+
+import numpy as np
+import pytest
+import seqio
+import tensorflow as tf
+
+import hyperprompt_jax.tasks as hp_tasks
+from hyperprompt_jax.feature_converter import HyperPromptEncDecFeatureConverter
+from hyperprompt_jax.tasks import synthetic
+
+LENGTHS = {'inputs': 8, 'targets': 5}
+
+
+def _dataset(examples):
+  return tf.data.Dataset.from_generator(
+      lambda: iter(examples), output_signature={
+          'inputs': tf.TensorSpec([None], tf.int32),
+          'targets': tf.TensorSpec([None], tf.int32),
+          'task_id': tf.TensorSpec([], tf.int32)})
+
+
+EXAMPLES = [{'inputs': [7, 8, 1], 'targets': [3, 1], 'task_id': 2},
+            {'inputs': [4, 9, 5, 1], 'targets': [6, 1], 'task_id': 0},
+            {'inputs': [5, 1], 'targets': [9, 9, 1], 'task_id': 1}]
+
+
+def test_packed_ids_follow_their_tokens():
+  converter = HyperPromptEncDecFeatureConverter(pack=True)
+  rows = list(converter(_dataset(EXAMPLES), LENGTHS).as_numpy_iterator())
+  first = rows[0]
+  np.testing.assert_array_equal(first['encoder_input_tokens'],
+                                [7, 8, 1, 4, 9, 5, 1, 0])
+  np.testing.assert_array_equal(first['encoder_task_ids'],
+                                [2, 2, 2, 0, 0, 0, 0, 0])
+  np.testing.assert_array_equal(first['decoder_task_ids'], [2, 2, 0, 0, 0])
+  np.testing.assert_array_equal(first['decoder_segment_ids'], [1, 1, 2, 2, 0])
+  # The third example no longer fits and starts the next row.
+  np.testing.assert_array_equal(rows[1]['encoder_task_ids'],
+                                [1, 1, 0, 0, 0, 0, 0, 0])
+  np.testing.assert_array_equal(rows[1]['decoder_task_ids'], [1, 1, 1, 0, 0])
+
+
+def test_task_zero_keeps_its_ids_when_packed():
+  """Task 0's ids equal the padding value; packing must still keep them."""
+  examples = [{'inputs': [4, 1], 'targets': [6, 6, 1], 'task_id': 0},
+              {'inputs': [5, 1], 'targets': [7, 1], 'task_id': 3}]
+  converter = HyperPromptEncDecFeatureConverter(pack=True)
+  (row,) = converter(_dataset(examples), LENGTHS).as_numpy_iterator()
+  np.testing.assert_array_equal(row['encoder_task_ids'],
+                                [0, 0, 3, 3, 0, 0, 0, 0])
+  np.testing.assert_array_equal(row['decoder_task_ids'], [0, 0, 0, 3, 3])
+  np.testing.assert_array_equal(row['decoder_segment_ids'], [1, 1, 1, 2, 2])
+
+
+def test_unpacked_ids_fill_each_row():
+  converter = HyperPromptEncDecFeatureConverter(pack=False)
+  rows = list(converter(_dataset(EXAMPLES), LENGTHS).as_numpy_iterator())
+  assert 'encoder_segment_ids' not in rows[0]
+  np.testing.assert_array_equal(rows[0]['encoder_task_ids'],
+                                [2, 2, 2, 0, 0, 0, 0, 0])
+  np.testing.assert_array_equal(rows[2]['decoder_task_ids'], [1, 1, 1, 0, 0])
+  np.testing.assert_array_equal(rows[1]['encoder_task_ids'],
+                                [0, 0, 0, 0, 0, 0, 0, 0])
+
+
+@pytest.mark.parametrize('pack', [True, False])
+def test_model_feature_lengths_cover_task_ids(pack):
+  converter = HyperPromptEncDecFeatureConverter(pack=pack)
+  lengths = converter.get_model_feature_lengths(LENGTHS)
+  assert lengths['encoder_task_ids'] == 8 and lengths['decoder_task_ids'] == 5
+  base = seqio.EncDecFeatureConverter(pack=pack).get_model_feature_lengths(
+      LENGTHS)
+  assert set(lengths) == set(base) | {'encoder_task_ids', 'decoder_task_ids'}
+
+
+def test_missing_or_wrong_task_id_is_an_error():
+  converter = HyperPromptEncDecFeatureConverter(pack=True)
+  no_id = tf.data.Dataset.from_tensors({'inputs': [1], 'targets': [1]})
+  with pytest.raises(ValueError, match="no 'task_id'"):
+    converter(no_id, LENGTHS)
+  vector_id = tf.data.Dataset.from_tensors(
+      {'inputs': [1], 'targets': [1], 'task_id': [1]})
+  with pytest.raises(ValueError, match='scalar int32'):
+    converter(vector_id, LENGTHS)
+
+
+def test_packed_mixture_batches_have_the_right_task_per_segment():
+  """Each packed segment's id names the task whose rule maps its input."""
+  mixture = seqio.get_mixture_or_task('synthetic_mixture')
+  lengths = {'inputs': 32, 'targets': 32}
+  ds = mixture.get_dataset(lengths, split='validation', shuffle=True, seed=0,
+                           num_epochs=1)
+  converter = HyperPromptEncDecFeatureConverter(pack=True)
+  vocab = seqio.ByteVocabulary()
+  names = list(hp_tasks.task_id_map('synthetic_mixture'))
+  seen_ids = set()
+  for row in converter(ds, lengths).take(20).as_numpy_iterator():
+    for segment in set(row['encoder_segment_ids'].tolist()) - {0}:
+      enc = row['encoder_segment_ids'] == segment
+      dec = row['decoder_segment_ids'] == segment
+      task_id = set(row['encoder_task_ids'][enc].tolist())
+      assert task_id == set(row['decoder_task_ids'][dec].tolist())
+      (task_id,) = task_id
+      seen_ids.add(task_id)
+      inputs = vocab.decode(row['encoder_input_tokens'][enc].tolist())
+      targets = vocab.decode(row['decoder_target_tokens'][dec].tolist())
+      name = names[task_id].removeprefix('synthetic_')
+      assert synthetic.SYNTHETIC_TASKS[name].target_fn(inputs) == targets
+    assert np.all(row['encoder_task_ids'][row['encoder_segment_ids'] == 0] == 0)
+  assert len(seen_ids) > 1
