@@ -1,0 +1,73 @@
+"""The device mesh (data x model) and shardings from logical axis names.
+
+Parameters carry logical axis names in the `params_axes` collection
+(`flax.linen.partitioning`); `logical_axis_rules` map them to the mesh axes
+'data' and 'model'. Batches are split along 'data' on their leading axis.
+"""
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+import flax
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ('data', 'model')
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """Mesh shape; -1 on one axis takes the devices the other leaves.
+
+  The default puts every device on 'data' (pure data parallelism); raise
+  `model` to split weights along heads / MLP / vocab (model parallelism).
+  """
+  data: int = -1
+  model: int = 1
+
+  def shape(self, num_devices: int) -> tuple[int, int]:
+    data, model = self.data, self.model
+    if data == -1 and model == -1:
+      raise ValueError('MeshConfig: at most one of data, model may be -1')
+    if data == -1:
+      data = num_devices // model if model and num_devices % model == 0 else 0
+    if model == -1:
+      model = num_devices // data if data and num_devices % data == 0 else 0
+    if data * model != num_devices or data <= 0:
+      raise ValueError(
+          f'MeshConfig(data={self.data}, model={self.model}) does not fit '
+          f'{num_devices} devices: set MeshConfig.data x MeshConfig.model = '
+          f'{num_devices}')
+    return data, model
+
+  def make_mesh(self, devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+    """A ('data', 'model') mesh over `devices` (all devices by default)."""
+    devices = list(jax.devices() if devices is None else devices)
+    shape = self.shape(len(devices))
+    # Auto axes: shardings are hints that XLA's SPMD partitioner propagates
+    # (t5x's model); explicit axes would make every constraint an assert.
+    axis_types = (AxisType.Auto,) * len(MESH_AXES)
+    if len(devices) == jax.device_count():
+      return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types,
+                           devices=devices)
+    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES,
+                axis_types=axis_types)
+
+
+def param_shardings(params_axes: Any, mesh: Mesh,
+                    rules: Sequence[tuple[str, Any]]) -> Any:
+  """NamedShardings for the params from their `params_axes` collection."""
+  logical_specs = flax.core.unfreeze(
+      nn.partitioning.get_axis_names(params_axes))
+  return nn.logical_to_mesh_sharding(logical_specs, mesh, list(rules))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Examples split over 'data'; replicated over 'model'."""
+  return NamedSharding(mesh, P('data'))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())

@@ -1,0 +1,125 @@
+"""Optimizers (optax Adafactor with T5 defaults, AdamW) and learning-rate schedules.
+
+Each optimizer config is a frozen dataclass, configurable from gin, whose call
+turns a schedule into an `optax.GradientTransformation`. `build_optimizer`
+adds the frozen-backbone mode: leaves whose mask is False get zero updates and
+no optimizer state.
+"""
+
+import dataclasses
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """Learning rate as a function of the step.
+
+  Attributes:
+    name: 'constant' (base), 'rsqrt' (T5's `base / sqrt(max(step, warmup))`,
+      flat at `base / sqrt(warmup)` during warmup) or 'cosine' (linear warmup
+      from 0 to base, then cosine decay to `base * final_fraction`).
+    base_learning_rate: T5 fine-tuning uses 'constant' at 1e-3 with Adafactor;
+      pre-training 'rsqrt' at 1.0 with 10k warmup steps.
+    warmup_steps: see `name`.
+    decay_steps: cosine only: steps from the start to the end of the decay
+      (usually the number of training steps).
+    final_fraction: cosine only.
+    linear_warmup: multiply 'constant' and 'rsqrt' by min(1, step / warmup).
+  """
+  name: str = 'constant'
+  base_learning_rate: float = 1e-3
+  warmup_steps: int = 0
+  decay_steps: Optional[int] = None
+  final_fraction: float = 0.0
+  linear_warmup: bool = False
+
+  def __call__(self) -> optax.Schedule:
+    base = self.base_learning_rate
+    warmup = max(self.warmup_steps, 0)
+    if self.name == 'cosine':
+      if not self.decay_steps:
+        raise ValueError('Schedule(name="cosine") needs decay_steps, e.g. '
+                         'Schedule.decay_steps = %TRAIN_STEPS')
+      return optax.warmup_cosine_decay_schedule(
+          0.0, base, warmup, self.decay_steps, base * self.final_fraction)
+    if self.name == 'constant':
+      shape = lambda step: jnp.ones_like(step, jnp.float32)
+    elif self.name == 'rsqrt':
+      shape = lambda step: jax.lax.rsqrt(
+          jnp.maximum(step, max(warmup, 1)).astype(jnp.float32))
+    else:
+      raise ValueError(f'unknown schedule {self.name!r}: use "constant", '
+                       '"rsqrt" or "cosine"')
+
+    def schedule(step):
+      factor = shape(step)
+      if self.linear_warmup and warmup:
+        factor *= jnp.minimum(1.0, (step + 1) / warmup)
+      return base * factor
+
+    return schedule
+
+
+@dataclasses.dataclass(frozen=True)
+class Adafactor:
+  """Adafactor with the defaults of T5 / t5x (factored second moments, no momentum).
+
+  Factoring applies to dimensions of at least `min_dim_size_to_factor`;
+  updates are clipped to RMS `clipping_threshold` and scaled by the
+  parameter's RMS (`multiply_by_parameter_scale`).
+  """
+  decay_rate: float = 0.8
+  clipping_threshold: Optional[float] = 1.0
+  multiply_by_parameter_scale: bool = True
+  momentum: Optional[float] = None
+  weight_decay_rate: Optional[float] = None
+  min_dim_size_to_factor: int = 128
+
+  def __call__(self, learning_rate: optax.Schedule) -> optax.GradientTransformation:
+    return optax.adafactor(
+        learning_rate=learning_rate,
+        min_dim_size_to_factor=self.min_dim_size_to_factor,
+        decay_rate=self.decay_rate,
+        multiply_by_parameter_scale=self.multiply_by_parameter_scale,
+        clipping_threshold=self.clipping_threshold,
+        momentum=self.momentum,
+        weight_decay_rate=self.weight_decay_rate)
+
+
+@dataclasses.dataclass(frozen=True)
+class AdamW:
+  """AdamW with optional global-norm gradient clipping."""
+  b1: float = 0.9
+  b2: float = 0.999
+  eps: float = 1e-8
+  weight_decay: float = 0.01
+  gradient_clip_norm: Optional[float] = 1.0
+
+  def __call__(self, learning_rate: optax.Schedule) -> optax.GradientTransformation:
+    adamw = optax.adamw(learning_rate, b1=self.b1, b2=self.b2, eps=self.eps,
+                        weight_decay=self.weight_decay)
+    if self.gradient_clip_norm is None:
+      return adamw
+    return optax.chain(optax.clip_by_global_norm(self.gradient_clip_norm), adamw)
+
+
+def build_optimizer(optimizer, schedule: Schedule,
+                    trainable: Any) -> optax.GradientTransformation:
+  """The optimizer for the trainable leaves; zero updates elsewhere.
+
+  Args:
+    optimizer: an `Adafactor` or `AdamW` config.
+    schedule: the learning-rate schedule.
+    trainable: a pytree of bools with the structure of the params.
+
+  Returns:
+    A transformation whose state only holds statistics of trainable leaves.
+  """
+  labels = jax.tree.map(lambda t: 'trainable' if t else 'frozen', trainable)
+  return optax.multi_transform(
+      {'trainable': optimizer(schedule()), 'frozen': optax.set_to_zero()},
+      labels)

@@ -1,0 +1,178 @@
+"""The gin-configured training run: data, steps, checkpoints, eval, metrics.
+
+`train(...)` is the root configurable of `python -m hyperprompt_jax.train`
+(t5x's `train_script.train`); every argument is bound in gin/runs/*.gin.
+"""
+
+import os
+import time
+from typing import Optional
+
+import gin
+import jax
+import numpy as np
+import tensorflow as tf
+
+from hyperprompt_jax import checkpoints as checkpoints_lib
+from hyperprompt_jax import data as data_lib
+from hyperprompt_jax import evaluation
+from hyperprompt_jax import mesh as mesh_lib
+from hyperprompt_jax import metric_writers
+from hyperprompt_jax import optimizers
+from hyperprompt_jax import tasks
+from hyperprompt_jax import trainer as trainer_lib
+
+TASK_IDS_FILE = 'task_ids.json'
+CONFIG_FILE = 'config.gin'
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or infinite; nothing after it was saved."""
+
+
+def _save_run_files(model_dir: str, mixture_or_task_name: str) -> None:
+  """Writes the task-id map and gin config beside the checkpoints.
+
+  A resumed run must use the same task ids as the checkpoint it continues.
+  """
+  mapping = tasks.task_id_map(mixture_or_task_name)
+  path = os.path.join(model_dir, TASK_IDS_FILE)
+  if tf.io.gfile.exists(path) and tasks.load_task_id_map(path) != mapping:
+    raise ValueError(
+        f'{path} holds other task ids than {mixture_or_task_name!r}: use a '
+        'new MODEL_DIR for a different mixture')
+  if jax.process_index() == 0:
+    tasks.save_task_id_map(path, mapping)
+    with tf.io.gfile.GFile(os.path.join(model_dir, CONFIG_FILE), 'w') as f:
+      f.write(gin.config_str())
+
+
+def _summarize(step_metrics: list, seconds: float) -> dict[str, float]:
+  """Means over the logged steps plus throughput."""
+  steps = jax.device_get(step_metrics)
+  summary = {k: float(np.mean([m[k] for m in steps]))
+             for k in steps[0] if not k.startswith('num_')}
+  tokens = sum(float(m['num_tokens']) for m in steps)
+  summary['learning_rate'] = float(steps[-1]['learning_rate'])
+  summary['tokens_per_second'] = tokens / seconds
+  summary['step_time_seconds'] = seconds / len(steps)
+  return summary
+
+
+def _due(step: int, period: Optional[int], total: int) -> bool:
+  return step == total or bool(period) and step % period == 0
+
+
+def train(*,
+          model,
+          train_dataset_cfg: data_lib.DatasetConfig,
+          model_dir: str,
+          total_steps: int,
+          eval_dataset_cfg: Optional[data_lib.DatasetConfig] = None,
+          optimizer=optimizers.Adafactor(),
+          schedule: optimizers.Schedule = optimizers.Schedule(),
+          mesh_config: mesh_lib.MeshConfig = mesh_lib.MeshConfig(),
+          trainer_config: trainer_lib.TrainerConfig = trainer_lib.TrainerConfig(),
+          checkpoint_config: checkpoints_lib.CheckpointConfig = (
+              checkpoints_lib.CheckpointConfig()),
+          eval_period: Optional[int] = None,
+          eval_num_examples: Optional[int] = None,
+          log_period: int = 100) -> evaluation.Results:
+  """Trains (resuming from MODEL_DIR's latest checkpoint), then evaluates.
+
+  Args:
+    model: an `EncoderDecoderModel`.
+    train_dataset_cfg: training data; its batch_size is the global batch.
+    model_dir: checkpoints, TensorBoard files, task ids, config, eval results.
+    total_steps: train until the state's step reaches this.
+    eval_dataset_cfg: per-task evaluation data (its split, e.g.
+      'validation'); None skips evaluation.
+    optimizer: `optimizers.Adafactor()` or `optimizers.AdamW()`.
+    schedule: learning-rate schedule.
+    mesh_config: the ('data', 'model') mesh shape.
+    trainer_config: tuning mode, microbatches, seed.
+    checkpoint_config: checkpoint period and how many to keep.
+    eval_period: evaluate every this many steps (and always at the end).
+    eval_num_examples: cap on examples per task for evaluation.
+    log_period: write train metrics every this many steps.
+
+  Returns:
+    The final per-task results, also in MODEL_DIR/eval_results.json.
+  """
+  tasks.get_mixture_or_task(train_dataset_cfg.mixture_or_task_name)
+  tf.io.gfile.makedirs(model_dir)
+  _save_run_files(model_dir, train_dataset_cfg.mixture_or_task_name)
+
+  converter = model.feature_converter_cls(pack=train_dataset_cfg.pack)
+  lengths = converter.get_model_feature_lengths(
+      train_dataset_cfg.task_feature_lengths)
+  input_shapes = {k: (train_dataset_cfg.batch_size, n) for k, n in lengths.items()}
+  trainer = trainer_lib.Trainer(model, optimizer, schedule,
+                                mesh_config.make_mesh(), input_shapes,
+                                trainer_config)
+
+  checkpointer = checkpoints_lib.Checkpointer(model_dir, checkpoint_config)
+  if checkpointer.latest_step() is not None:
+    state, position = checkpointer.restore(trainer.abstract_state)
+    print(f'Resumed from step {int(state.step)} in {checkpointer.directory}')
+  else:
+    state, position = trainer.init_state(), 0
+  start = int(state.step)
+
+  batches = data_lib.BatchIterator(
+      data_lib.get_dataset(train_dataset_cfg, model.feature_converter_cls),
+      trainer.batch_sharding, position)
+  writer = metric_writers.create_writer(model_dir, 'train')
+  eval_writer = metric_writers.create_writer(model_dir, 'eval')
+  evaluator = None
+  results: evaluation.Results = {}
+
+  def run_eval(step):
+    nonlocal evaluator
+    if evaluator is None:
+      evaluator = evaluation.Evaluator(
+          trainer, eval_dataset_cfg.mixture_or_task_name,
+          eval_dataset_cfg.task_feature_lengths, eval_dataset_cfg.split,
+          eval_dataset_cfg.batch_size, eval_num_examples)
+    out = evaluator.evaluate(state.params, step)
+    eval_writer.write_scalars(step, {f'{task}/{k}': v for task, metrics in
+                                     out.items() for k, v in metrics.items()})
+    return out
+
+  bar = metric_writers.progress_bar(start, total_steps)
+  pending, tick = [], time.time()
+  for step in range(start + 1, total_steps + 1):
+    state, metrics = trainer.train_step(state, next(batches))
+    pending.append(metrics)
+    save_due = _due(step, checkpoint_config.period, total_steps)
+    eval_due = eval_dataset_cfg is not None and eval_period and (
+        step % eval_period == 0 and step != total_steps)
+    if bar:
+      bar.update()
+    if _due(step, log_period, total_steps) or save_due or eval_due:
+      summary = _summarize(pending, time.time() - tick)
+      if not np.isfinite(summary['loss']):
+        raise NonFiniteLossError(
+            f"loss is {summary['loss']} by step {step}; stopped without "
+            f'saving (last checkpoint: step {checkpointer.latest_step()}): '
+            'lower the learning rate or check the data')
+      writer.write_scalars(step, summary)
+      pending, tick = [], time.time()
+    if save_due:
+      checkpointer.save(state, batches.position, force=step == total_steps)
+    if eval_due:
+      run_eval(step)
+  if bar:
+    bar.close()
+  checkpointer.wait_until_finished()
+  checkpointer.close()
+  writer.flush()
+
+  if eval_dataset_cfg is not None:
+    results = run_eval(int(state.step))
+    eval_writer.flush()
+    if jax.process_index() == 0:
+      path = evaluation.write_results(model_dir, int(state.step), results)
+      print(f'Per-task results at step {int(state.step)} ({path}):')
+      print(evaluation.format_table(results))
+  return results

@@ -1,0 +1,218 @@
+"""Sharded train steps: init, gradient accumulation, frozen backbone.
+
+`Trainer` owns the jitted functions for one model, optimizer and mesh. Every
+array is a global `jax.Array`: params and optimizer state are sharded by the
+logical axis rules, batches along 'data'; `jax.jit` with in/out shardings
+lets XLA's SPMD partitioner insert the collectives, so the same code runs on
+one CPU, N host devices, a GPU or many processes.
+"""
+
+import contextlib
+import dataclasses
+from typing import Any, Mapping, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from hyperprompt_jax import mesh as mesh_lib
+from hyperprompt_jax import optimizers
+from hyperprompt_jax import partitioning
+from hyperprompt_jax import train_state as train_state_lib
+
+TrainState = train_state_lib.TrainState
+Batch = Mapping[str, jax.Array]
+TUNE_MODES = ('all', 'conditioning')
+
+
+def trainable_mask(params: Any, tune: str) -> Any:
+  """Bools shaped like `params`: what the optimizer updates.
+
+  Args:
+    params: the params pytree (arrays or shape structs).
+    tune: 'all' (the paper's main setting) or 'conditioning' (only the
+      task-conditioning parameters; the backbone stays frozen).
+  """
+  if tune not in TUNE_MODES:
+    raise ValueError(f'unknown tune mode {tune!r}: use "all" or "conditioning"')
+
+  def is_trainable(path, _):
+    names = tuple(str(getattr(k, 'key', k)) for k in path)
+    return tune == 'all' or partitioning.is_conditioning_param(names)
+
+  mask = jax.tree_util.tree_map_with_path(is_trainable, params)
+  if not any(jax.tree.leaves(mask)):
+    raise ValueError('tune="conditioning" but the model has no task-conditioning '
+                     'parameters (variant "none"): use tune="all"')
+  return mask
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+  """How each step trains.
+
+  Attributes:
+    tune: 'all' or 'conditioning' (frozen backbone).
+    num_microbatches: split each batch into this many microbatches and sum
+      their gradients (same update, less activation memory).
+    seed: seeds parameter init and the per-step dropout RNG.
+  """
+  tune: str = 'all'
+  num_microbatches: int = 1
+  seed: int = 0
+
+
+class Trainer:
+  """Jitted, sharded init / train / eval steps for one model on one mesh."""
+
+  def __init__(self, model, optimizer, schedule: optimizers.Schedule,
+               mesh: Mesh, input_shapes: Mapping[str, Sequence[int]],
+               config: TrainerConfig = TrainerConfig(),
+               axis_rules: Optional[Sequence[tuple[str, Any]]] = None):
+    """Builds the abstract state and its shardings (nothing is allocated).
+
+    Args:
+      model: an `EncoderDecoderModel`.
+      optimizer: an `optimizers.Adafactor` or `optimizers.AdamW`.
+      schedule: the learning-rate schedule.
+      mesh: the ('data', 'model') device mesh.
+      input_shapes: model feature name -> global batch shape, for init.
+      config: tuning mode, microbatches, seed.
+      axis_rules: logical axis rules; default `partitioning.logical_axis_rules()`.
+    """
+    self.model = model
+    self.mesh = mesh
+    self.config = config
+    self.rules = tuple(axis_rules or partitioning.logical_axis_rules())
+    self.schedule = schedule()
+    self.batch_sharding = mesh_lib.batch_sharding(mesh)
+    self._input_shapes = {k: tuple(v) for k, v in input_shapes.items()}
+    self._rng = jax.random.PRNGKey(config.seed)
+
+    with self.activate():
+      abstract_vars = jax.eval_shape(self._init_variables, self._rng)
+    self.param_shardings = mesh_lib.param_shardings(
+        abstract_vars['params_axes'], mesh, self.rules)
+    self.trainable = trainable_mask(abstract_vars['params'], config.tune)
+    self.tx = optimizers.build_optimizer(optimizer, schedule, self.trainable)
+    with self.activate():
+      abstract_state = jax.eval_shape(self._create_state, self._rng)
+    self.state_shardings = train_state_lib.state_shardings(
+        abstract_state, self.param_shardings, mesh)
+    self.abstract_state = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        abstract_state, self.state_shardings)
+
+    replicated = mesh_lib.replicated(mesh)
+    self._jit_init = jax.jit(self._create_state,
+                             out_shardings=self.state_shardings)
+    self._jit_train = jax.jit(
+        self._train_step,
+        in_shardings=(self.state_shardings, self.batch_sharding),
+        out_shardings=(self.state_shardings, replicated),
+        donate_argnums=(0,))
+    self._jit_eval = jax.jit(
+        self._eval_step,
+        in_shardings=(self.param_shardings, self.batch_sharding),
+        out_shardings=replicated)
+
+  @contextlib.contextmanager
+  def activate(self):
+    """Mesh and logical rules for tracing (activation sharding constraints)."""
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      yield
+
+  def _init_variables(self, rng):
+    types = {k: jnp.int32 for k in self._input_shapes}
+    return self.model.get_initial_variables(rng, self._input_shapes, types)
+
+  def _create_state(self, rng) -> TrainState:
+    params = self._init_variables(rng)['params']
+    return TrainState.create(params, self.tx)
+
+  def init_state(self) -> TrainState:
+    """Fresh parameters and optimizer state, created already sharded."""
+    with self.activate():
+      return self._jit_init(self._rng)
+
+  def _loss_and_grads(self, params, batch: Batch, rng):
+    """Summed gradients and metric sums over `num_microbatches` slices."""
+    # stop_gradient makes the frozen leaves' gradients symbolic zeros, so
+    # XLA never computes their weight gradients.
+    def loss_fn(p, b, r):
+      p = jax.tree.map(lambda x, t: x if t else jax.lax.stop_gradient(x), p,
+                       self.trainable)
+      return self.model.loss_fn(p, b, r)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    n = self.config.num_microbatches
+    if n == 1:
+      (_, metrics), grads = grad_fn(params, batch, rng)
+      return grads, metrics
+
+    def split(x):
+      # Rows i, i+n, i+2n... form microbatch i, so every microbatch stays
+      # spread over all of 'data' (contiguous slices would sit on a few).
+      if x.shape[0] % n:
+        raise ValueError(f'batch size {x.shape[0]} is not divisible by '
+                         f'num_microbatches={n}')
+      x = x.reshape((x.shape[0] // n, n) + x.shape[1:]).swapaxes(0, 1)
+      return jax.lax.with_sharding_constraint(
+          x, NamedSharding(self.mesh, P(None, 'data')))
+
+    micro = jax.tree.map(split, batch)
+    # The model averages its loss over the tokens of the batch it sees (or
+    # divides by a constant): weighting microbatch i by its share of tokens
+    # (or by 1) makes the sum equal the full batch's gradient and loss.
+    token_mean = self.model.loss_normalizing_factor is None
+
+    def body(carry, inputs):
+      index, microbatch = inputs
+      (_, metrics), grads = grad_fn(params, microbatch,
+                                    jax.random.fold_in(rng, index))
+      tokens = metrics['num_tokens']
+      loss_weight = tokens if token_mean else 1.0
+      weighted = {
+          k: v if k.startswith('num_') else
+          v * (tokens if k == 'accuracy' else loss_weight)
+          for k, v in metrics.items()}
+      grads = jax.tree.map(lambda g: g * loss_weight, grads)
+      return jax.tree.map(jnp.add, carry, (grads, weighted)), None
+
+    (_, metric_shapes), grad_shapes = jax.eval_shape(
+        grad_fn, params, jax.tree.map(lambda x: x[0], micro), rng)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                         (grad_shapes, metric_shapes))
+    (grads, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(n), micro))
+    tokens = jnp.maximum(metrics['num_tokens'], 1.0)
+    loss_total = tokens if token_mean else 1.0
+    metrics = {
+        k: v if k.startswith('num_') else
+        v / (tokens if k == 'accuracy' else loss_total)
+        for k, v in metrics.items()}
+    grads = jax.tree.map(lambda g: g / loss_total, grads)
+    return grads, metrics
+
+  def _train_step(self, state: TrainState, batch: Batch):
+    rng = jax.random.fold_in(jax.random.fold_in(self._rng, 1), state.step)
+    grads, metrics = self._loss_and_grads(state.params, batch, rng)
+    metrics = dict(metrics, learning_rate=self.schedule(state.step))
+    return state.apply_gradients(grads, self.tx, self.trainable), metrics
+
+  def train_step(self, state: TrainState, batch: Batch):
+    """One update on a global batch; returns (new state, metric sums).
+
+    The input state is donated: do not use it afterwards.
+    """
+    with self.activate():
+      return self._jit_train(state, batch)
+
+  def _eval_step(self, params, batch: Batch):
+    _, metrics = self.model.loss_fn(params, batch, None)
+    return metrics
+
+  def eval_step(self, params, batch: Batch) -> dict[str, jax.Array]:
+    """Teacher-forced metric sums on a global batch, without dropout."""
+    with self.activate():
+      return self._jit_eval(params, batch)
