@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 try:
+  from t5x import adafactor  # pylint: disable=g-import-not-at-top
   from t5x import decoding  # pylint: disable=g-import-not-at-top
   from t5x import models  # pylint: disable=g-import-not-at-top
 except ImportError as e:
@@ -25,6 +26,7 @@ except ImportError as e:
 
 from hyperprompt_jax import feature_converter  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from hyperprompt_jax import model as model_lib  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from hyperprompt_jax import partitioning  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 Batch = Mapping[str, jnp.ndarray]
 
@@ -43,6 +45,25 @@ def _decoder_task_ids(encoder_task_ids: Optional[jnp.ndarray],
   if encoder_task_ids is None:
     return None
   return jnp.broadcast_to(encoder_task_ids[:, :1], decoder_shape)
+
+
+def hyperprompt_axis_rules():
+  """Partitioning rules of the hyper-prompt axes, for t5x's
+  `standard_logical_axis_rules.additional_rules` (gin cannot name a constant).
+  """
+  return partitioning.HYPERPROMPT_AXIS_RULES
+
+
+def adafactor_logical_factor_rules():
+  """t5x's Adafactor factoring rules, plus the hyper-prompt axes.
+
+  Adafactor needs a rule for every logical axis. The new axes get `NONE`, so
+  the task-conditioning parameters (well under 1% of the model) keep full,
+  unfactored second moments.
+  """
+  return {**adafactor.standard_logical_factor_rules(),
+          **{axis: adafactor.FactorDim.NONE
+             for axis, _ in partitioning.HYPERPROMPT_AXIS_RULES}}
 
 
 class HyperPromptEncoderDecoderModel(models.EncoderDecoderModel):
