@@ -1,0 +1,129 @@
+"""Trainer: frozen backbone, microbatching, and 8-device SPMD vs 1 device."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+import seqio
+
+from hyperprompt_jax import data
+from hyperprompt_jax import hyperprompt_config
+from hyperprompt_jax import mesh as mesh_lib
+from hyperprompt_jax import model as model_lib
+from hyperprompt_jax import network
+from hyperprompt_jax import optimizers
+from hyperprompt_jax import partitioning
+from hyperprompt_jax import trainer as trainer_lib
+
+NUM_TASKS = 3
+
+
+def tiny_model(variant='share'):
+  config = network.T5Config(
+      vocab_size=64, emb_dim=16, num_heads=4, num_encoder_layers=1,
+      num_decoder_layers=1, head_dim=4, mlp_dim=32,
+      mlp_activations=('gelu', 'linear'), dropout_rate=0.0)
+  hp = hyperprompt_config.HyperPromptConfig(
+      variant=variant, num_tasks=NUM_TASKS, prompt_length=2, bottleneck_dim=4,
+      task_embed_dim=4, task_mlp_dim=8)
+  vocab = seqio.PassThroughVocabulary(64)
+  return model_lib.EncoderDecoderModel(network.Transformer(config, hp), vocab,
+                                       vocab)
+
+
+def random_batch(seed, batch=8, length=6):
+  rng = np.random.RandomState(seed)
+  targets = rng.randint(2, 64, (batch, length)).astype(np.int32)
+  targets[:, -rng.randint(1, 3):] = 0  # some padding
+  task = np.repeat(rng.randint(0, NUM_TASKS, (batch, 1)), length, 1)
+  return {
+      'encoder_input_tokens': rng.randint(2, 64, (batch, length)).astype(np.int32),
+      'decoder_target_tokens': targets,
+      'decoder_input_tokens': np.pad(targets[:, :-1], ((0, 0), (1, 0))),
+      'decoder_loss_weights': (targets > 0).astype(np.float32),
+      'encoder_task_ids': task.astype(np.int32),
+      'decoder_task_ids': task.astype(np.int32),
+  }
+
+
+def make_trainer(mesh_config=mesh_lib.MeshConfig(), **config):
+  shapes = {k: v.shape for k, v in random_batch(0).items()}
+  return trainer_lib.Trainer(
+      tiny_model(), optimizers.Adafactor(),
+      optimizers.Schedule(base_learning_rate=1e-2), mesh_config.make_mesh(),
+      shapes, trainer_lib.TrainerConfig(**config))
+
+
+def run_steps(trainer, steps):
+  state = trainer.init_state()
+  losses = []
+  for i in range(steps):
+    state, metrics = trainer.train_step(
+        state, data.to_global(random_batch(i), trainer.batch_sharding))
+    losses.append(float(metrics['loss']))
+  return state, losses
+
+
+def flat(params):
+  return {tuple(str(k.key) for k in path): np.asarray(v)
+          for path, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+
+def test_frozen_backbone_is_bit_identical_and_prompts_train():
+  trainer = make_trainer(tune='conditioning')
+  before = flat(jax.device_get(trainer.init_state().params))
+  after = flat(jax.device_get(run_steps(trainer, 3)[0].params))
+  conditioning = [p for p in before if partitioning.is_conditioning_param(p)]
+  backbone = [p for p in before if not partitioning.is_conditioning_param(p)]
+  assert conditioning and backbone
+  for path in backbone:
+    np.testing.assert_array_equal(before[path], after[path], err_msg=str(path))
+  assert any(not np.array_equal(before[p], after[p]) for p in conditioning)
+
+
+def test_frozen_mode_rejects_a_model_without_conditioning():
+  shapes = {k: v.shape for k, v in random_batch(0).items()}
+  with pytest.raises(ValueError, match='no task-conditioning'):
+    trainer_lib.Trainer(tiny_model('none'), optimizers.AdamW(),
+                        optimizers.Schedule(), mesh_lib.MeshConfig().make_mesh(),
+                        shapes, trainer_lib.TrainerConfig(tune='conditioning'))
+
+
+def test_microbatches_give_the_full_batch_update():
+  full_state, full_losses = run_steps(make_trainer(), 2)
+  micro_state, micro_losses = run_steps(make_trainer(num_microbatches=4), 2)
+  np.testing.assert_allclose(micro_losses, full_losses, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(jax.device_get(full_state.params)),
+                  jax.tree.leaves(jax.device_get(micro_state.params))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+_SHARDED_SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {tests!r})
+    import jax
+    from hyperprompt_jax import mesh as mesh_lib
+    import test_trainer as t
+    assert jax.device_count() == 8
+    trainer = t.make_trainer(mesh_lib.MeshConfig(data=2, model=4))
+    state, losses = t.run_steps(trainer, 4)
+    print(json.dumps({{'losses': losses,
+                      'num_shardings': len(trainer.mesh.devices.flat)}}))
+""")
+
+
+def test_eight_devices_on_2x4_mesh_match_one_device():
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  script = _SHARDED_SCRIPT.format(tests=os.path.dirname(__file__))
+  out = subprocess.run([sys.executable, '-c', script], env=env, check=True,
+                       capture_output=True, text=True).stdout
+  sharded = json.loads(out.strip().splitlines()[-1])
+  assert sharded['num_shardings'] == 8
+  _, losses = run_steps(make_trainer(), 4)
+  np.testing.assert_allclose(sharded['losses'], losses, rtol=1e-4)
