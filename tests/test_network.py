@@ -1,0 +1,245 @@
+"""Shapes, parameter tree, task conditioning and packing of the network."""
+
+from flax import traverse_util
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hyperprompt_jax import hyperprompt_config
+from hyperprompt_jax import losses
+import tiny_models as tm
+
+
+@pytest.mark.parametrize('variant', hyperprompt_config.VARIANTS)
+def test_forward_shapes(variant):
+  module = tm.transformer(variant)
+  batch = tm.unpacked_batch()
+  params = tm.init_params(module, batch)
+  logits = tm.apply(module, params, batch)
+  assert logits.shape == (2, 5, tm.VOCAB)
+  assert logits.dtype == jnp.float32
+  assert np.all(np.isfinite(logits))
+  encoded = module.apply({'params': params}, jnp.asarray(
+      batch['encoder_input_tokens']), encoder_task_ids=jnp.asarray(
+          batch['encoder_task_ids']), enable_dropout=False,
+                         method=module.encode)
+  extra = 3 if variant == 'prompt_tuning' else 0
+  assert encoded.shape == (2, 7 + extra, 16)
+
+
+def _t5_1_1_tree(cfg):
+  """t5x's minimal T5.1.1 parameter tree: path -> (shape, logical axes)."""
+  d, n, f, v = cfg.emb_dim, cfg.num_heads * cfg.head_dim, cfg.mlp_dim, cfg.vocab_size
+  attn = lambda p: {
+      f'{p}/query/kernel': ((d, n), ('embed', 'joined_kv')),
+      f'{p}/key/kernel': ((d, n), ('embed', 'joined_kv')),
+      f'{p}/value/kernel': ((d, n), ('embed', 'joined_kv')),
+      f'{p}/out/kernel': ((n, d), ('joined_kv', 'embed'))}
+  mlp = lambda p: {
+      f'{p}/wi_0/kernel': ((d, f), ('embed', 'mlp')),
+      f'{p}/wi_1/kernel': ((d, f), ('embed', 'mlp')),
+      f'{p}/wo/kernel': ((f, d), ('mlp', 'embed'))}
+  norm = lambda p: {f'{p}/scale': ((d,), ('embed',))}
+  tree = {'token_embedder/embedding': ((v, d), ('vocab', 'embed')),
+          'decoder/logits_dense/kernel': ((d, v), ('embed', 'vocab'))}
+  for stack in ('encoder', 'decoder'):
+    tree[f'{stack}/relpos_bias/rel_embedding'] = (
+        (cfg.num_heads, 32), ('heads', 'relpos_buckets'))
+    tree.update(norm(f'{stack}/{stack}_norm'))
+  for i in range(cfg.num_encoder_layers):
+    p = f'encoder/layers_{i}'
+    tree.update({**norm(f'{p}/pre_attention_layer_norm'), **attn(
+        f'{p}/attention'), **norm(f'{p}/pre_mlp_layer_norm'), **mlp(f'{p}/mlp')})
+  for i in range(cfg.num_decoder_layers):
+    p = f'decoder/layers_{i}'
+    tree.update({
+        **norm(f'{p}/pre_self_attention_layer_norm'),
+        **attn(f'{p}/self_attention'),
+        **norm(f'{p}/pre_cross_attention_layer_norm'),
+        **attn(f'{p}/encoder_decoder_attention'),
+        **norm(f'{p}/pre_mlp_layer_norm'), **mlp(f'{p}/mlp')})
+  return tree
+
+
+def test_none_variant_has_the_plain_t5_1_1_tree():
+  module = tm.transformer('none')
+  batch = tm.unpacked_batch()
+  variables = module.init(jax.random.PRNGKey(0), **{
+      k: jnp.asarray(v) for k, v in batch.items()}, enable_dropout=False)
+  params = traverse_util.flatten_dict(variables['params'], sep='/')
+  axes = traverse_util.flatten_dict(variables['params_axes'], sep='/')
+  got = {path: (value.shape, axes[path + '_axes'].names)
+         for path, value in params.items()}
+  assert got == _t5_1_1_tree(module.config)
+  assert len(axes) == len(params)
+
+
+@pytest.mark.parametrize('variant', hyperprompt_config.VARIANTS)
+def test_every_parameter_has_logical_axes(variant):
+  module = tm.transformer(variant)
+  batch = tm.unpacked_batch()
+  variables = module.init(jax.random.PRNGKey(0), **{
+      k: jnp.asarray(v) for k, v in batch.items()}, enable_dropout=False)
+  params = traverse_util.flatten_dict(variables['params'], sep='/')
+  axes = traverse_util.flatten_dict(variables['params_axes'], sep='/')
+  for path, value in params.items():
+    names = axes[path + '_axes'].names
+    assert len(names) == value.ndim, path
+
+
+@pytest.mark.parametrize('variant', hyperprompt_config.VARIANTS)
+def test_output_depends_on_task_id_only_when_conditioned(variant):
+  module = tm.transformer(variant)
+  batch = tm.unpacked_batch(task_ids=(0, 1))
+  params = tm.init_params(module, batch)
+  other = dict(batch, encoder_task_ids=batch['encoder_task_ids'] + 1,
+               decoder_task_ids=batch['decoder_task_ids'] + 1)
+  diff = np.abs(tm.apply(module, params, batch) -
+                tm.apply(module, params, other))
+  if variant == 'none':
+    assert diff.max() == 0.0
+  else:
+    assert diff[:, :4].max() > 1e-4
+
+
+@pytest.mark.parametrize('stack', ['encoder', 'decoder'])
+def test_stack_switches_limit_conditioning(stack):
+  module = tm.transformer('global', encoder=stack == 'encoder',
+                          decoder=stack == 'decoder')
+  batch = tm.unpacked_batch()
+  params = tm.init_params(module, batch)
+  assert 'hyperprompt' in params[stack]
+  other_stack = 'decoder' if stack == 'encoder' else 'encoder'
+  assert 'hyperprompt' not in params[other_stack]
+
+
+def _pack(batch):
+  """Packs the two rows of an unpacked batch into one row."""
+  def cat(name, fill=None):
+    rows = []
+    for r in range(2):
+      stack = name.split('_')[0]
+      reference = 'decoder_target_tokens' if stack == 'decoder' else (
+          'encoder_input_tokens')
+      valid = batch[reference][r] > 0
+      values = batch[name][r][valid] if fill is None else np.full(
+          valid.sum(), fill(r))
+      rows.append(values)
+    return np.concatenate(rows)[None].astype(np.int32)
+  packed = {
+      name: cat(name) for name in (
+          'encoder_input_tokens', 'decoder_input_tokens',
+          'decoder_target_tokens', 'encoder_task_ids', 'decoder_task_ids')}
+  packed['encoder_segment_ids'] = cat('encoder_input_tokens', lambda r: r + 1)
+  packed['decoder_segment_ids'] = cat('decoder_target_tokens', lambda r: r + 1)
+  return packed
+
+
+def _example_losses(logits, targets, segments):
+  token_loss, _ = losses.per_token_cross_entropy(logits, targets)
+  token_loss = np.asarray(token_loss) * (targets > 0)
+  return [token_loss[segments == s].sum() for s in (1, 2)]
+
+
+@pytest.mark.parametrize('variant', tm.LAYER_PROMPT_VARIANTS + ('none',))
+def test_packed_and_unpacked_losses_match(variant):
+  module = tm.transformer(variant)
+  batch = tm.unpacked_batch(task_ids=(2, 0))
+  batch['decoder_input_tokens'][:, 0] = 0
+  params = tm.init_params(module, batch)
+  unpacked = tm.apply(module, params, batch)
+  unpacked_losses = _example_losses(
+      unpacked, batch['decoder_target_tokens'],
+      np.array([[1] * 5, [2] * 5]))
+  packed = _pack(batch)
+  packed_logits = tm.apply(module, params, packed)
+  packed_losses = _example_losses(packed_logits, packed['decoder_target_tokens'],
+                                  packed['decoder_segment_ids'])
+  np.testing.assert_allclose(packed_losses, unpacked_losses, rtol=1e-5)
+
+
+@pytest.mark.parametrize('variant', tm.LAYER_PROMPT_VARIANTS)
+def test_packed_segments_see_nothing_of_each_other(variant):
+  """Segment 1 (task 2) is blind to segment 2's tokens and task-0 prompts."""
+  module = tm.transformer(variant)
+  batch = tm.unpacked_batch(task_ids=(2, 0))
+  params = tm.init_params(module, batch)
+  packed = _pack(batch)
+  first = packed['decoder_segment_ids'][0] == 1
+  second_enc = packed['encoder_segment_ids'][0] == 2
+
+  def first_segment_logits(p, enc_tokens):
+    logits = tm.apply(module, p, dict(packed, encoder_input_tokens=enc_tokens))
+    return logits[0, first]
+
+  # Gradients of segment 1 with respect to every conditioning parameter:
+  # entries belonging to task 0 (segment 2's task) must be exactly zero.
+  grads = jax.grad(lambda p: first_segment_logits(p, packed[
+      'encoder_input_tokens']).sum())(params)
+  for stack in ('encoder', 'decoder'):
+    for name, g in grads[stack]['hyperprompt'].items():
+      g = np.asarray(g)
+      task_axis = {'global_prompts': 0, 'task_embedding': 0}.get(name)
+      if name in ('key_prompts', 'value_prompts', ) or (
+          variant == 'sep' and name.endswith(('_down', '_up'))):
+        task_axis = 1
+      if task_axis is not None:
+        assert np.all(np.take(g, 0, axis=task_axis) == 0), (stack, name)
+        assert np.any(np.take(g, 2, axis=task_axis) != 0), (stack, name)
+  # And changing segment 2's input tokens leaves segment 1 unchanged.
+  changed = packed['encoder_input_tokens'].copy()
+  changed[0, second_enc] = (changed[0, second_enc] + 5) % tm.VOCAB + 1
+  np.testing.assert_array_equal(
+      first_segment_logits(params, packed['encoder_input_tokens']),
+      first_segment_logits(params, changed))
+
+
+@pytest.mark.parametrize('variant', ['none', 'global', 'direct'])
+@pytest.mark.parametrize('pack', [False, True])
+def test_decoder_is_causal_with_prompts(variant, pack):
+  module = tm.transformer(variant)
+  batch = tm.unpacked_batch(task_ids=(1, 2))
+  batch['decoder_input_tokens'][:, 0] = 0
+  params = tm.init_params(module, batch)
+  if pack:
+    batch = _pack(batch)
+  logits = tm.apply(module, params, batch)
+  changed = {k: v.copy() for k, v in batch.items()}
+  changed['decoder_input_tokens'][:, 3:] = (
+      changed['decoder_input_tokens'][:, 3:] % (tm.VOCAB - 2)) + 2
+  changed_logits = tm.apply(module, params, changed)
+  np.testing.assert_array_equal(logits[:, :3], changed_logits[:, :3])
+  assert np.abs(logits[:, 3:] - changed_logits[:, 3:]).max() > 1e-5
+
+
+def test_first_decoder_position_sees_decoder_prompts():
+  """Prompts ignore the causal mask: position 0 already attends to them."""
+  module = tm.transformer('direct', encoder=False)
+  batch = tm.unpacked_batch()
+  params = tm.init_params(module, batch)
+  grads = jax.grad(lambda p: tm.apply(module, p, batch)[:, 0].sum())(params)
+  hp_grads = grads['decoder']['hyperprompt']
+  assert np.abs(np.asarray(hp_grads['key_prompts'])).max() > 0
+
+
+def test_prompt_tuning_rejects_packed_inputs():
+  module = tm.transformer('prompt_tuning')
+  batch = tm.unpacked_batch()
+  params = tm.init_params(module, batch)
+  with pytest.raises(ValueError, match='pack=False'):
+    tm.apply(module, params, _pack(batch))
+
+
+def test_missing_task_ids_give_a_clear_error():
+  module = tm.transformer('global')
+  batch = tm.unpacked_batch()
+  params = tm.init_params(module, batch)
+  del batch['encoder_task_ids']
+  with pytest.raises(ValueError, match='encoder_task_ids'):
+    tm.apply(module, params, batch)
+
+
+def test_unknown_variant_is_rejected():
+  with pytest.raises(ValueError, match='Unknown HyperPrompt variant'):
+    tm.hp_config('hyper')

@@ -1,0 +1,79 @@
+"""Tiny networks and batches shared by the model tests."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hyperprompt_jax import hyperprompt_config
+from hyperprompt_jax import network
+
+VOCAB = 32
+NUM_TASKS = 3
+CONDITIONED_VARIANTS = ('share', 'sep', 'global', 'direct', 'prompt_tuning')
+LAYER_PROMPT_VARIANTS = hyperprompt_config.LAYER_PROMPT_VARIANTS
+
+
+def t5_config(**overrides) -> network.T5Config:
+  kwargs = dict(vocab_size=VOCAB, emb_dim=16, num_heads=2, head_dim=8,
+                mlp_dim=24, num_encoder_layers=2, num_decoder_layers=2,
+                mlp_activations=('gelu', 'linear'), dropout_rate=0.0)
+  kwargs.update(overrides)
+  return network.T5Config(**kwargs)
+
+
+def hp_config(variant: str, **overrides):
+  kwargs = dict(variant=variant, num_tasks=NUM_TASKS, prompt_length=3,
+                bottleneck_dim=4, task_embed_dim=5, task_mlp_dim=6)
+  kwargs.update(overrides)
+  return hyperprompt_config.HyperPromptConfig(**kwargs)
+
+
+def transformer(variant: str, **hp_overrides) -> network.Transformer:
+  return network.Transformer(t5_config(), hp_config(variant, **hp_overrides))
+
+
+def random_tokens(seed: int, shape) -> np.ndarray:
+  return np.random.RandomState(seed).randint(2, VOCAB, size=shape).astype(
+      np.int32)
+
+
+def unpacked_batch(seed: int = 0, batch=2, enc_len=7, dec_len=5, task_ids=(0, 1)):
+  """Rows of one example each, with some padding, and per-token task ids."""
+  inputs = random_tokens(seed, (batch, enc_len))
+  targets = random_tokens(seed + 1, (batch, dec_len))
+  inputs[-1, -2:] = 0
+  targets[-1, -1:] = 0
+  decoder_inputs = np.concatenate(
+      [np.zeros((batch, 1), np.int32), targets[:, :-1]], axis=1)
+  tasks = np.asarray(task_ids, np.int32)[:, None]
+  return {
+      'encoder_input_tokens': inputs,
+      'decoder_input_tokens': decoder_inputs,
+      'decoder_target_tokens': targets,
+      'encoder_task_ids': np.broadcast_to(tasks, inputs.shape).copy(),
+      'decoder_task_ids': np.broadcast_to(tasks, targets.shape).copy(),
+  }
+
+
+def _features(batch):
+  return {k: jnp.asarray(v) for k, v in batch.items()
+          if k != 'decoder_loss_weights'}
+
+
+def init_params(module, batch, seed: int = 0):
+  init = jax.jit(lambda rng, features: module.init(
+      rng, **features, enable_dropout=False)['params'])
+  return init(jax.random.PRNGKey(seed), _features(batch))
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_apply(module):
+  return jax.jit(lambda params, features: module.apply(
+      {'params': params}, **features, enable_dropout=False))
+
+
+def apply(module, params, batch):
+  """Teacher-forced logits, compiled (op-by-op dispatch is slow)."""
+  return _jitted_apply(module)(params, _features(batch))
