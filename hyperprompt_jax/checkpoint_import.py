@@ -22,6 +22,7 @@ from typing import Any, Dict, Mapping, Tuple
 from etils import epath
 from flax import serialization
 from flax import traverse_util
+import jax
 import ml_dtypes
 import numpy as np
 
@@ -137,16 +138,6 @@ def params_from_hf_t5(tensors: Mapping[str, np.ndarray]) -> Params:
 
 
 # ------------------------------ t5x checkpoints -------------------------------
-def _checkpoint_file(path: epath.Path) -> epath.Path:
-  """The msgpack file of a t5x checkpoint given it or its directory."""
-  if path.is_dir():
-    path = path / 'checkpoint'
-  if not path.exists():
-    raise ValueError(f'No t5x checkpoint at {path}: pass a `checkpoint_<step>` '
-                     'directory or the `checkpoint` file inside it.')
-  return path
-
-
 def _read_tensorstore(spec: Dict[str, Any], ckpt_dir: str) -> np.ndarray:
   """Reads one array whose TensorStore spec is relative to `ckpt_dir`."""
   import tensorstore as ts  # pylint: disable=g-import-not-at-top
@@ -160,17 +151,8 @@ def _read_tensorstore(spec: Dict[str, Any], ckpt_dir: str) -> np.ndarray:
   return ts.open(spec, open=True).result().read().result()
 
 
-def read_t5x_checkpoint(path: epath.PathLike) -> Params:
-  """Reads the model parameters (`target`) of a t5x checkpoint as numpy.
-
-  Args:
-    path: a t5x `checkpoint_<step>` directory or its `checkpoint` file, local
-      or `gs://`.
-
-  Returns:
-    The nested params tree as saved (t5x's param names), float32.
-  """
-  ckpt_file = _checkpoint_file(epath.Path(path))
+def _read_msgpack_target(ckpt_file: epath.Path) -> Params:
+  """`target` of t5x's msgpack + TensorStore format (the public checkpoints)."""
   contents = serialization.msgpack_restore(ckpt_file.read_bytes())
   if 'optimizer' not in contents:
     raise ValueError(f'{ckpt_file} is not a t5x checkpoint of version >= 2 '
@@ -179,8 +161,34 @@ def read_t5x_checkpoint(path: epath.PathLike) -> Params:
   flat = traverse_util.flatten_dict(
       contents['optimizer']['target'], is_leaf=lambda _, v: 'kvstore' in v)
   return traverse_util.unflatten_dict({
-      k: np.asarray(_read_tensorstore(v, ckpt_dir) if isinstance(v, dict)
-                    else v, np.float32) for k, v in flat.items()})
+      k: _read_tensorstore(v, ckpt_dir) if isinstance(v, dict) else v
+      for k, v in flat.items()})
+
+
+def read_t5x_checkpoint(path: epath.PathLike) -> Params:
+  """Reads the model parameters (`target`) of a t5x checkpoint as numpy.
+
+  Args:
+    path: a t5x `checkpoint_<step>` directory (local or `gs://`), in t5x's
+      msgpack + TensorStore format (the public T5.1.1 checkpoints) or in its
+      Orbax format (what `t5x.train` writes by default); or the msgpack
+      `checkpoint` file itself.
+
+  Returns:
+    The nested params tree as saved (t5x's param names), float32.
+  """
+  path = epath.Path(path)
+  if (path / 'state' / '_METADATA').exists():
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    target = ocp.PyTreeCheckpointer().restore(os.fspath(path / 'state'))[
+        'target']
+  elif path.is_file() or (path / 'checkpoint').exists():
+    target = _read_msgpack_target(path if path.is_file() else
+                                  path / 'checkpoint')
+  else:
+    raise ValueError(f'No t5x checkpoint at {path}: pass a `checkpoint_<step>` '
+                     'directory.')
+  return jax.tree.map(lambda x: np.asarray(x, np.float32), target)
 
 
 def load_pretrained_params(path: epath.PathLike) -> Params:

@@ -145,5 +145,5 @@ def test_mismatched_checkpoints_give_a_clear_error(tmp_path, edit, message):
 
 
 def test_missing_t5x_checkpoint_names_the_path(tmp_path):
-  with pytest.raises(ValueError, match='No t5x checkpoint at .*checkpoint'):
+  with pytest.raises(ValueError, match='No t5x checkpoint at .*checkpoint_<step>'):
     checkpoint_import.load_pretrained_params(tmp_path)
