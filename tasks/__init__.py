@@ -1,4 +1,4 @@
-"""seqio registrations for HyperPrompt-JAX (installed as `hyperprompt_jax.tasks`).
+"""seqio registrations of HyperPrompt-JAX, installed as `hyperprompt_jax.tasks`.
 
 Importing this package registers `synthetic_mixture` (default, no download),
 `glue_mixture` and `super_glue_mixture` and their tasks. Every task carries a
@@ -18,7 +18,6 @@ from hyperprompt_jax.tasks.task_ids import num_tasks
 from hyperprompt_jax.tasks.task_ids import save_task_id_map
 from hyperprompt_jax.tasks.task_ids import task_id_map
 from hyperprompt_jax.tasks.vocabularies import get_vocabulary
-from hyperprompt_jax.tasks.vocabularies import sentencepiece_model_path
 
 synthetic.register()
 glue.register()

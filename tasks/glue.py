@@ -140,4 +140,4 @@ def register() -> None:
   """Registers every GLUE task and `glue_mixture` (ids in GLUE_TASKS order)."""
   mixtures.register_mixture(
       MIXTURE_NAME, [_task_spec(name) for name in GLUE_TASKS],
-      vocabularies.ConfiguredSentencePieceVocabulary())
+      vocabularies.DeferredVocabulary())

@@ -102,7 +102,7 @@ def multirc(targets: Sequence[Mapping],
 
 
 def _normalize_answer(text: str) -> str:
-  """SQuAD normalisation: lower case, no punctuation, articles or extra spaces."""
+  """SQuAD normalisation: lower case; no punctuation, articles, extra spaces."""
   text = ''.join(c for c in text.lower() if c not in _PUNCTUATION)
   text = re.sub(r'\b(a|an|the)\b', ' ', text)
   return ' '.join(text.split())

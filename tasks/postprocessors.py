@@ -35,14 +35,14 @@ def stripped_text(text, example=None, is_target=False) -> str:
 
 
 def multirc(text, example: Mapping, is_target=False) -> dict:
-  """{'group': (paragraph, question) ids, 'value': class id}; the metric groups answers."""
+  """{'group': (paragraph, question) ids, 'value': class id}."""
   idx = example['idx']
   return {'group': (int(idx['paragraph']), int(idx['question'])),
           'value': class_id(text, ('False', 'True'))}
 
 
 def record(text, example: Mapping, is_target=False) -> dict:
-  """{'group': (passage, query) ids, 'value': gold answers (target) or the answer}."""
+  """{'group': (passage, query) ids, 'value': gold answers or the answer}."""
   value = ([_as_text(a) for a in example['answers']] if is_target
            else stripped_text(text))
   idx = example['idx']

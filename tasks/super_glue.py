@@ -48,7 +48,8 @@ class SuperGlueDataset(NamedTuple):
 
 
 def _classification(name: str, folder: str, feature_names: Sequence[str],
-                    label_classes: Sequence[str], split_sizes: Mapping[str, int],
+                    label_classes: Sequence[str],
+                    split_sizes: Mapping[str, int],
                     metric_fns=(metrics.accuracy,)) -> SuperGlueDataset:
   """A dataset whose JSONL fields are its TFDS features, in T5's format."""
   return SuperGlueDataset(
@@ -122,4 +123,4 @@ def register() -> None:
   """Registers every SuperGLUE task and `super_glue_mixture`."""
   mixtures.register_mixture(
       MIXTURE_NAME, [_task_spec(name) for name in SUPER_GLUE_TASKS],
-      vocabularies.ConfiguredSentencePieceVocabulary())
+      vocabularies.DeferredVocabulary())

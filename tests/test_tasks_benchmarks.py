@@ -39,8 +39,9 @@ def tiny_sentencepiece(tmp_path_factory):
       model_type='char', vocab_size=200, hard_vocab_limit=False,
       character_coverage=1.0, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
       minloglevel=2)
-  gin.bind_parameter('hyperprompt_jax.tasks.sentencepiece_model_path.path',
-                     str(folder / 'chars.model'))
+  gin.bind_parameter(
+      'hyperprompt_jax.tasks.get_vocabulary.sentencepiece_model_path',
+      str(folder / 'chars.model'))
   with tfds.testing.mock_data(num_examples=6):
     yield
   gin.clear_config()

@@ -75,7 +75,8 @@ def test_postprocessors():
   assert postprocessors.class_id('maybe', labels) == -1
   assert postprocessors.to_float(b'3.4') == pytest.approx(3.4)
   assert postprocessors.to_float('three') == -1.0
-  example = {'idx': {'passage': 3, 'query': 7}, 'answers': [b'Paris', b'France']}
+  example = {'idx': {'passage': 3, 'query': 7},
+             'answers': [b'Paris', b'France']}
   assert postprocessors.record(b'x', example, is_target=True) == {
       'group': (3, 7), 'value': ['Paris', 'France']}
   assert postprocessors.record(b' Lyon ', example) == {'group': (3, 7),

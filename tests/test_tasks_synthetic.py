@@ -6,6 +6,7 @@ import seqio
 
 import hyperprompt_jax.tasks as hp_tasks
 from hyperprompt_jax.tasks import synthetic
+from hyperprompt_jax.tasks import vocabularies
 
 LENGTHS = {'inputs': 16, 'targets': 16}
 
@@ -105,4 +106,14 @@ def test_vocabulary_is_bytes():
   task = seqio.get_mixture_or_task('synthetic_reverse')
   assert isinstance(task.output_features['targets'].vocabulary,
                     seqio.ByteVocabulary)
-  assert isinstance(hp_tasks.get_vocabulary('byte'), seqio.ByteVocabulary)
+
+
+def test_benchmark_vocabulary_follows_gin_bound_after_import(gin_scope):
+  del gin_scope
+  gin.bind_parameter('hyperprompt_jax.tasks.get_vocabulary.kind', 'byte')
+  deferred = vocabularies.DeferredVocabulary()
+  assert deferred.encode('ab') == seqio.ByteVocabulary().encode('ab')
+  assert deferred.vocab_size == seqio.ByteVocabulary().vocab_size
+  gin.bind_parameter('hyperprompt_jax.tasks.get_vocabulary.kind', 'words')
+  with pytest.raises(ValueError, match="Unknown vocabulary kind 'words'"):
+    hp_tasks.get_vocabulary()
