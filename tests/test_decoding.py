@@ -1,0 +1,153 @@
+"""Cached decoding equals the full forward pass; prompts are computed once."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import seqio
+
+from hyperprompt_jax import decoding
+from hyperprompt_jax import model as model_lib
+import tiny_models as tm
+
+MAX_LEN = 6
+
+
+def _model(variant):
+  vocab = seqio.PassThroughVocabulary(tm.VOCAB, eos_id=1)
+  return model_lib.EncoderDecoderModel(tm.transformer(variant), vocab, vocab,
+                                       feature_converter_cls=object)
+
+
+def _batch(task_ids=(0, 2)):
+  batch = tm.unpacked_batch(task_ids=task_ids, dec_len=MAX_LEN)
+  return {k: jnp.asarray(v) for k, v in batch.items()}
+
+
+def _greedy_by_full_passes(model, params, batch):
+  """Re-runs the whole network on the growing prefix, one token at a time."""
+  size = batch['encoder_input_tokens'].shape[0]
+  tokens = np.zeros((size, MAX_LEN), np.int32)
+  done = np.zeros(size, bool)
+  for step in range(MAX_LEN):
+    decoder_inputs = np.concatenate(
+        [np.zeros((size, 1), np.int32), tokens[:, :-1]], axis=1)
+    logits = model.module.apply(
+        {'params': params}, batch['encoder_input_tokens'], decoder_inputs,
+        np.ones_like(decoder_inputs),
+        encoder_task_ids=batch['encoder_task_ids'],
+        decoder_task_ids=jnp.broadcast_to(batch['encoder_task_ids'][:, :1],
+                                          decoder_inputs.shape),
+        enable_dropout=False)
+    next_token = np.where(done, 0, np.argmax(logits[:, step], -1))
+    tokens[:, step] = next_token
+    done |= next_token == 1
+  return tokens
+
+
+@pytest.mark.parametrize('variant',
+                         ['none', 'share', 'global', 'direct', 'prompt_tuning'])
+def test_cached_greedy_equals_full_forward_argmax(variant):
+  model = _model(variant)
+  batch = _batch()
+  params = tm.init_params(model.module, batch)
+  cached = jax.jit(model.predict_batch)(params, batch)
+  np.testing.assert_array_equal(cached,
+                                _greedy_by_full_passes(model, params, batch))
+
+
+def _poison_hyperprompt(params):
+  """NaNs in every decoder hyper-prompt parameter."""
+  poisoned = jax.tree.map(lambda x: x, params)
+  poisoned['decoder']['hyperprompt'] = jax.tree.map(
+      lambda x: jnp.full_like(x, jnp.nan), params['decoder']['hyperprompt'])
+  return poisoned
+
+
+def test_decoder_prompts_are_computed_once_per_sequence():
+  model = _model('global')
+  batch = _batch()
+  params = tm.init_params(model.module, batch)
+  _, cache = model._init_decoding(params, batch, MAX_LEN)
+  prompt_keys = cache['decoder']['prompt_keys']
+  assert prompt_keys.shape == (2, 2, 3, 2, 8)  # [batch, layers, l, heads, hd]
+  encoded = model.module.apply(
+      {'params': params}, batch['encoder_input_tokens'],
+      encoder_task_ids=batch['encoder_task_ids'], enable_dropout=False,
+      method=model.module.encode)
+  ids = jnp.zeros((2, 1), jnp.int32)
+  step = lambda p: model._tokens_to_logits(
+      p, encoded, batch['encoder_input_tokens'], MAX_LEN, ids, cache)[0]
+  # A decoding step never touches the generator: poisoning it changes nothing.
+  np.testing.assert_array_equal(step(params), step(_poison_hyperprompt(params)))
+
+
+def _log_likelihood(model, params, batch, tokens):
+  """Full-pass log-likelihood of `tokens` up to and including the first EOS."""
+  tokens = np.asarray(tokens)
+  decoder_inputs = np.concatenate(
+      [np.zeros((tokens.shape[0], 1), np.int32), tokens[:, :-1]], axis=1)
+  logits = model.module.apply(
+      {'params': params}, batch['encoder_input_tokens'], decoder_inputs,
+      np.ones_like(tokens), encoder_task_ids=batch['encoder_task_ids'],
+      decoder_task_ids=jnp.broadcast_to(batch['encoder_task_ids'][:, :1],
+                                        tokens.shape), enable_dropout=False)
+  log_probs = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)),
+                                 tokens[..., None], -1)[..., 0]
+  ended_before = np.cumsum(tokens == 1, axis=1) - (tokens == 1)
+  return np.sum(log_probs * (ended_before == 0), axis=1)
+
+
+@pytest.mark.parametrize('variant', ['global', 'prompt_tuning'])
+def test_beam_scores_are_the_full_pass_likelihood_of_the_beams(variant):
+  """Beam reordering of the cache (prompts included) keeps every beam exact."""
+  model = _model(variant)
+  batch = _batch()
+  params = tm.init_params(model.module, batch)
+  tokens, scores = model.predict_batch(params, batch, decoder='beam',
+                                       num_decodes=3, alpha=0.0,
+                                       return_scores=True)
+  np.testing.assert_allclose(scores, _log_likelihood(model, params, batch,
+                                                     tokens), rtol=1e-4)
+
+
+def test_beam_search_scores_at_least_greedy():
+  model = _model('sep')
+  batch = _batch()
+  params = tm.init_params(model.module, batch)
+  _, greedy_score = model.predict_batch(params, batch, return_scores=True)
+  _, beam_score = model.predict_batch(params, batch, decoder='beam',
+                                      num_decodes=4, alpha=0.0,
+                                      return_scores=True)
+  assert np.all(np.asarray(beam_score) >= np.asarray(greedy_score) - 1e-5)
+
+
+def test_sampling_is_reproducible_and_low_temperature_is_greedy():
+  model = _model('direct')
+  batch = _batch()
+  params = tm.init_params(model.module, batch)
+  rng = jax.random.PRNGKey(3)
+  first = model.predict_batch(params, batch, rng=rng, decoder='sample')
+  second = model.predict_batch(params, batch, rng=rng, decoder='sample')
+  np.testing.assert_array_equal(first, second)
+  cold = model.predict_batch(params, batch, rng=rng, decoder='sample',
+                             temperature=1e-4)
+  np.testing.assert_array_equal(cold, model.predict_batch(params, batch))
+
+
+def test_brevity_penalty_and_beam_expansion():
+  assert float(decoding.brevity_penalty(0.6, 1)) == pytest.approx(1.0)
+  cache = {'layer': {'cached_key': jnp.arange(6).reshape(2, 3),
+                     'cache_index': jnp.array(4)}}
+  expanded = decoding.expand_cache_for_beams(cache, 2)
+  np.testing.assert_array_equal(expanded['layer']['cached_key'][:, 0],
+                                [0, 0, 3, 3])
+  assert int(expanded['layer']['cache_index']) == 4
+
+
+def test_unknown_decoder_is_rejected():
+  model = _model('none')
+  batch = _batch()
+  params = tm.init_params(model.module, batch)
+  with pytest.raises(ValueError, match='Unknown decoder'):
+    model.predict_batch(params, batch, decoder='nucleus')
