@@ -11,6 +11,7 @@ import dataclasses
 import pathlib
 from typing import Any, Optional
 
+import jax
 import orbax.checkpoint as ocp
 
 from hyperprompt_jax import train_state as train_state_lib
@@ -66,19 +67,8 @@ class Checkpointer:
             data=ocp.args.JsonSave({'batches_consumed': int(data_position)})),
         force=force)
 
-  def restore(self, abstract_state: Any,
-              step: Optional[int] = None) -> tuple[Any, int]:
-    """Restores (state, data position) at `step` (default: latest).
-
-    Args:
-      abstract_state: a pytree of `jax.ShapeDtypeStruct` with shardings, the
-        structure to restore into (a `TrainState`, or a dict holding only
-        'params' for inference).
-      step: the step to restore; None for the latest.
-
-    Returns:
-      The restored state and the number of batches consumed.
-    """
+  def _checked_step(self, step: Optional[int]) -> int:
+    """`step`, or the latest one, after checking that it was saved."""
     step = self.latest_step() if step is None else step
     if step is None:
       raise CheckpointError(f'no checkpoint found in {self.directory}')
@@ -86,18 +76,56 @@ class Checkpointer:
       raise CheckpointError(
           f'no checkpoint for step {step} in {self.directory}; available: '
           f'{sorted(self._manager.all_steps())}')
+    return step
+
+  def _restore(self, step: int, **args: ocp.args.CheckpointArgs):
     try:
-      restored = self._manager.restore(
-          step,
-          args=ocp.args.Composite(
-              state=ocp.args.StandardRestore(abstract_state),
-              data=ocp.args.JsonRestore()))
+      return self._manager.restore(step, args=ocp.args.Composite(**args))
     except Exception as e:  # orbax raises many types for damaged files.
+      detail = str(e).splitlines()[0][:200] if str(e) else ''
       raise CheckpointError(
           f'checkpoint {self.directory / str(step)} is unreadable '
-          f'({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ""}); '
-          'delete that step directory to resume from the previous one') from e
+          f'({type(e).__name__}: {detail}); delete that step directory to '
+          'use the previous one') from e
+
+  def restore(self, abstract_state: train_state_lib.TrainState,
+              step: Optional[int] = None
+              ) -> tuple[train_state_lib.TrainState, int]:
+    """Restores (state, data position) at `step` (default: latest).
+
+    Args:
+      abstract_state: a `TrainState` of `jax.ShapeDtypeStruct`s with
+        shardings, restored straight into those shardings.
+      step: the step to restore; None for the latest.
+
+    Returns:
+      The restored state and the number of batches consumed.
+    """
+    step = self._checked_step(step)
+    restored = self._restore(step, state=ocp.args.StandardRestore(abstract_state),
+                             data=ocp.args.JsonRestore())
     return restored.state, int(restored.data['batches_consumed'])
+
+  def restore_params(self, abstract_params: Any,
+                     step: Optional[int] = None) -> tuple[Any, int]:
+    """Restores only the params at `step` (default: latest), for inference.
+
+    The optimizer state is never read.
+
+    Args:
+      abstract_params: the params as `jax.ShapeDtypeStruct`s with shardings.
+      step: the step to restore; None for the latest.
+
+    Returns:
+      The params and the step they come from.
+    """
+    step = self._checked_step(step)
+    target = {'params': abstract_params}
+    restored = self._restore(step, state=ocp.args.PyTreeRestore(
+        item=target, partial_restore=True,
+        restore_args=jax.tree.map(
+            lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target)))
+    return restored.state['params'], step
 
   def wait_until_finished(self) -> None:
     self._manager.wait_until_finished()

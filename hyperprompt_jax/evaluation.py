@@ -30,7 +30,7 @@ def host_batch_to_global(batch: Mapping[str, np.ndarray],
           for k, v in batch.items()}
 
 
-def _padded_batches(ds: tf.data.Dataset, batch_size: int
+def padded_batches(ds: tf.data.Dataset, batch_size: int
                    ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
   """(example indices, features) with the last batch zero-padded.
 
@@ -92,7 +92,7 @@ class Evaluator:
   def _run(self, fn, params, ds: tf.data.Dataset):
     """[(index, output row)] of `fn(params, batch)` over a cached dataset."""
     outputs = []
-    for indices, batch in _padded_batches(ds, self._batch_size):
+    for indices, batch in padded_batches(ds, self._batch_size):
       with self._trainer.activate():
         out = np.asarray(fn(params, host_batch_to_global(
             batch, self._trainer.batch_sharding)))
@@ -102,7 +102,7 @@ class Evaluator:
   def _teacher_forced(self, params, ds: tf.data.Dataset) -> dict[str, float]:
     """Token-weighted loss and accuracy over one task's examples."""
     loss = accuracy = tokens = 0.0
-    for _, batch in _padded_batches(ds, self._batch_size):
+    for _, batch in padded_batches(ds, self._batch_size):
       metrics = jax.device_get(self._trainer.eval_step(
           params, host_batch_to_global(batch, self._trainer.batch_sharding)))
       n = float(metrics['num_tokens'])

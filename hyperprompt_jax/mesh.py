@@ -5,6 +5,7 @@ Parameters carry logical axis names in the `params_axes` collection
 'data' and 'model'. Batches are split along 'data' on their leading axis.
 """
 
+import contextlib
 import dataclasses
 from typing import Any, Optional, Sequence
 
@@ -62,6 +63,13 @@ def param_shardings(params_axes: Any, mesh: Mesh,
   logical_specs = flax.core.unfreeze(
       nn.partitioning.get_axis_names(params_axes))
   return nn.logical_to_mesh_sharding(logical_specs, mesh, list(rules))
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh, rules: Sequence[tuple[str, Any]]):
+  """Mesh and logical axis rules for tracing (activation sharding constraints)."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(list(rules)):
+    yield
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -7,11 +7,10 @@ lets XLA's SPMD partitioner insert the collectives, so the same code runs on
 one CPU, N host devices, a GPU or many processes.
 """
 
-import contextlib
 import dataclasses
+import functools
 from typing import Any, Mapping, Optional, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -46,6 +45,33 @@ def trainable_mask(params: Any, tune: str) -> Any:
     raise ValueError('tune="conditioning" but the model has no task-conditioning '
                      'parameters (variant "none"): use tune="all"')
   return mask
+
+
+def abstract_params(model, mesh: Mesh, rules: Sequence[tuple[str, Any]],
+                    input_shapes: Mapping[str, Sequence[int]], rng: jax.Array
+                    ) -> tuple[Any, Any]:
+  """The model's params as sharded shape structs, and their shardings.
+
+  Init is only traced, nothing is allocated: the result is a restore target
+  or the template of a fresh state.
+
+  Args:
+    model: an `EncoderDecoderModel`.
+    mesh: the ('data', 'model') device mesh.
+    rules: logical axis rules.
+    input_shapes: model feature name -> global batch shape `[batch, length]`.
+    rng: the init PRNG key.
+  """
+  init = functools.partial(model.get_initial_variables,
+                           input_shapes=input_shapes,
+                           input_types={k: jnp.int32 for k in input_shapes})
+  with mesh_lib.activate(mesh, rules):
+    variables = jax.eval_shape(init, rng)
+  shardings = mesh_lib.param_shardings(variables['params_axes'], mesh, rules)
+  params = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      variables['params'], shardings)
+  return params, shardings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,11 +116,9 @@ class Trainer:
     self._input_shapes = {k: tuple(v) for k, v in input_shapes.items()}
     self._rng = jax.random.PRNGKey(config.seed)
 
-    with self.activate():
-      abstract_vars = jax.eval_shape(self._init_variables, self._rng)
-    self.param_shardings = mesh_lib.param_shardings(
-        abstract_vars['params_axes'], mesh, self.rules)
-    self.trainable = trainable_mask(abstract_vars['params'], config.tune)
+    params, self.param_shardings = abstract_params(
+        model, mesh, self.rules, self._input_shapes, self._rng)
+    self.trainable = trainable_mask(params, config.tune)
     self.tx = optimizers.build_optimizer(optimizer, schedule, self.trainable)
     with self.activate():
       abstract_state = jax.eval_shape(self._create_state, self._rng)
@@ -117,18 +141,14 @@ class Trainer:
         in_shardings=(self.param_shardings, self.batch_sharding),
         out_shardings=replicated)
 
-  @contextlib.contextmanager
   def activate(self):
     """Mesh and logical rules for tracing (activation sharding constraints)."""
-    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-      yield
-
-  def _init_variables(self, rng):
-    types = {k: jnp.int32 for k in self._input_shapes}
-    return self.model.get_initial_variables(rng, self._input_shapes, types)
+    return mesh_lib.activate(self.mesh, self.rules)
 
   def _create_state(self, rng) -> TrainState:
-    params = self._init_variables(rng)['params']
+    types = {k: jnp.int32 for k in self._input_shapes}
+    params = self.model.get_initial_variables(rng, self._input_shapes,
+                                              types)['params']
     return TrainState.create(params, self.tx)
 
   def init_state(self) -> TrainState:
@@ -199,6 +219,15 @@ class Trainer:
     grads, metrics = self._loss_and_grads(state.params, batch, rng)
     metrics = dict(metrics, learning_rate=self.schedule(state.step))
     return state.apply_gradients(grads, self.tx, self.trainable), metrics
+
+  def compile_train_step(self, state: TrainState, batch: Batch):
+    """The train step compiled ahead of time for these shapes.
+
+    Call the result like `train_step` (under `activate()`); it is how
+    benchmarks time compilation apart from running.
+    """
+    with self.activate():
+      return self._jit_train.lower(state, batch).compile()
 
   def train_step(self, state: TrainState, batch: Batch):
     """One update on a global batch; returns (new state, metric sums).
