@@ -8,19 +8,19 @@ command on every worker of the slice, which is how multi-host JAX starts.
   python -m hyperprompt_jax.tpu_launch install --name=hp --zone=us-central2-b \
       --repo_url=https://github.com/<you>/hyperprompt-jax
   python -m hyperprompt_jax.tpu_launch run --name=hp --zone=us-central2-b \
-      --run_name=glue_base -- python -m hyperprompt_jax.train \
-      --gin_file=gin/runs/glue_global_base.gin --gin.MODEL_DIR="'gs://b/m'"
+      --run_name=glue_base -- python -m t5x.train --gin_search_paths=gin \
+      --gin_file=variants/global.gin --gin_file=t5x/models/t5_1_1_base.gin \
+      --gin_file=t5x/runs/glue_finetune.gin --gin.MODEL_DIR="'gs://b/m'"
   python -m hyperprompt_jax.tpu_launch logs --name=hp --zone=us-central2-b \
       --run_name=glue_base --num_workers=4 --out_dir=/tmp/logs
   python -m hyperprompt_jax.tpu_launch delete --name=hp --zone=us-central2-b
 
 `--dry_run` prints the gcloud commands instead of running them.
 
-Multi-host start: `run` starts the command on all workers at once. JAX's TPU
-runtime joins them into one job (`jax.process_count()` = workers) and
-`initialize_distributed()`, called first thing by a training program, runs
-`jax.distributed.initialize()`, which finds the coordinator and this host's
-id in the TPU VM metadata. `t5x.train` needs no such call on TPU.
+Multi-host start: `run` starts the same command on all workers at once; each
+process joins the job through `jax.distributed.initialize()`, which finds the
+coordinator and its own id in the TPU VM metadata. `t5x.train` needs nothing
+more on TPU; give our trainer `--distributed`, which makes that call.
 """
 
 import argparse
@@ -34,18 +34,8 @@ from typing import List, Sequence
 
 Command = List[str]
 
-# Set by `run` on every worker so `initialize_distributed` knows it is in a
-# multi-host TPU job (a bare `jax.distributed.initialize()` fails elsewhere).
-DISTRIBUTED_ENV = 'HYPERPROMPT_JAX_DISTRIBUTED'
 REPO_DIR = '~/hyperprompt-jax'
 LOG_DIR = '~/hyperprompt_logs'
-
-
-def initialize_distributed() -> None:
-  """Joins this process to the multi-host job `run` started; else a no-op."""
-  if os.environ.get(DISTRIBUTED_ENV) == '1':
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.distributed.initialize()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +95,7 @@ def run(vm: TpuVm, run_name: str, command: Sequence[str]) -> List[Command]:
                      '`-- python -m hyperprompt_jax.train --gin_file=...`.')
   log = f'{LOG_DIR}/{run_name}.log'
   script = (f'mkdir -p {LOG_DIR} && cd {REPO_DIR} && '
-            f'export {DISTRIBUTED_ENV}=1 PATH={REPO_DIR}/.venv/bin:$PATH && '
+            f'export PATH={REPO_DIR}/.venv/bin:$PATH && '
             f'nohup {shlex.join(command)} > {log} 2>&1 < /dev/null &')
   return [vm.on_workers(script)]
 

@@ -2,7 +2,6 @@
 
 import shlex
 
-import jax
 import pytest
 
 from hyperprompt_jax import tpu_launch
@@ -46,7 +45,7 @@ def test_run_passes_the_command_through_intact_on_all_workers(capsys):
                     '--', *user_cmd)
   assert '--worker=all' in cmd
   script = _remote_script(cmd)
-  assert f'{tpu_launch.DISTRIBUTED_ENV}=1' in script
+  assert 'export PATH=~/hyperprompt-jax/.venv/bin:$PATH' in script
   # What the remote shell runs after nohup is exactly the user's command.
   words = shlex.split(script.split('nohup ', 1)[1])
   assert words[:len(user_cmd)] == user_cmd
@@ -76,14 +75,3 @@ def test_delete_is_quiet(capsys):
 def test_bad_input_exits_with_a_clear_message(argv, message):
   with pytest.raises(SystemExit, match=message):
     tpu_launch.main([argv[0], '--dry_run', *argv[1:]])
-
-
-def test_initialize_distributed_only_inside_a_run(monkeypatch):
-  calls = []
-  monkeypatch.setattr(jax.distributed, 'initialize', lambda: calls.append(1))
-  monkeypatch.delenv(tpu_launch.DISTRIBUTED_ENV, raising=False)
-  tpu_launch.initialize_distributed()
-  assert not calls
-  monkeypatch.setenv(tpu_launch.DISTRIBUTED_ENV, '1')
-  tpu_launch.initialize_distributed()
-  assert calls == [1]
