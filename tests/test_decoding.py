@@ -1,5 +1,7 @@
 """Cached decoding equals the full forward pass; prompts are computed once."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +26,23 @@ def _batch(task_ids=(0, 2)):
   return {k: jnp.asarray(v) for k, v in batch.items()}
 
 
+def _predict(model, params, batch, **kwargs):
+  """`model.predict_batch`, compiled."""
+  return jax.jit(functools.partial(model.predict_batch, **kwargs))(params,
+                                                                   batch)
+
+
+def _full_pass(model, params, batch, decoder_inputs):
+  """Logits of the whole network, task ids broadcast to the decoder."""
+  return tm.apply(model.module, params, {
+      'encoder_input_tokens': batch['encoder_input_tokens'],
+      'decoder_input_tokens': decoder_inputs,
+      'decoder_target_tokens': np.ones_like(decoder_inputs),
+      'encoder_task_ids': batch['encoder_task_ids'],
+      'decoder_task_ids': np.broadcast_to(batch['encoder_task_ids'][:, :1],
+                                          decoder_inputs.shape)})
+
+
 def _greedy_by_full_passes(model, params, batch):
   """Re-runs the whole network on the growing prefix, one token at a time."""
   size = batch['encoder_input_tokens'].shape[0]
@@ -32,13 +51,7 @@ def _greedy_by_full_passes(model, params, batch):
   for step in range(MAX_LEN):
     decoder_inputs = np.concatenate(
         [np.zeros((size, 1), np.int32), tokens[:, :-1]], axis=1)
-    logits = model.module.apply(
-        {'params': params}, batch['encoder_input_tokens'], decoder_inputs,
-        np.ones_like(decoder_inputs),
-        encoder_task_ids=batch['encoder_task_ids'],
-        decoder_task_ids=jnp.broadcast_to(batch['encoder_task_ids'][:, :1],
-                                          decoder_inputs.shape),
-        enable_dropout=False)
+    logits = _full_pass(model, params, batch, decoder_inputs)
     next_token = np.where(done, 0, np.argmax(logits[:, step], -1))
     tokens[:, step] = next_token
     done |= next_token == 1
@@ -51,7 +64,7 @@ def test_cached_greedy_equals_full_forward_argmax(variant):
   model = _model(variant)
   batch = _batch()
   params = tm.init_params(model.module, batch)
-  cached = jax.jit(model.predict_batch)(params, batch)
+  cached = _predict(model, params, batch)
   np.testing.assert_array_equal(cached,
                                 _greedy_by_full_passes(model, params, batch))
 
@@ -87,11 +100,7 @@ def _log_likelihood(model, params, batch, tokens):
   tokens = np.asarray(tokens)
   decoder_inputs = np.concatenate(
       [np.zeros((tokens.shape[0], 1), np.int32), tokens[:, :-1]], axis=1)
-  logits = model.module.apply(
-      {'params': params}, batch['encoder_input_tokens'], decoder_inputs,
-      np.ones_like(tokens), encoder_task_ids=batch['encoder_task_ids'],
-      decoder_task_ids=jnp.broadcast_to(batch['encoder_task_ids'][:, :1],
-                                        tokens.shape), enable_dropout=False)
+  logits = _full_pass(model, params, batch, decoder_inputs)
   log_probs = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)),
                                  tokens[..., None], -1)[..., 0]
   ended_before = np.cumsum(tokens == 1, axis=1) - (tokens == 1)
@@ -104,7 +113,7 @@ def test_beam_scores_are_the_full_pass_likelihood_of_the_beams(variant):
   model = _model(variant)
   batch = _batch()
   params = tm.init_params(model.module, batch)
-  tokens, scores = model.predict_batch(params, batch, decoder='beam',
+  tokens, scores = _predict(model, params, batch, decoder='beam',
                                        num_decodes=3, alpha=0.0,
                                        return_scores=True)
   np.testing.assert_allclose(scores, _log_likelihood(model, params, batch,
@@ -115,8 +124,8 @@ def test_beam_search_scores_at_least_greedy():
   model = _model('sep')
   batch = _batch()
   params = tm.init_params(model.module, batch)
-  _, greedy_score = model.predict_batch(params, batch, return_scores=True)
-  _, beam_score = model.predict_batch(params, batch, decoder='beam',
+  _, greedy_score = _predict(model, params, batch, return_scores=True)
+  _, beam_score = _predict(model, params, batch, decoder='beam',
                                       num_decodes=4, alpha=0.0,
                                       return_scores=True)
   assert np.all(np.asarray(beam_score) >= np.asarray(greedy_score) - 1e-5)
@@ -127,12 +136,12 @@ def test_sampling_is_reproducible_and_low_temperature_is_greedy():
   batch = _batch()
   params = tm.init_params(model.module, batch)
   rng = jax.random.PRNGKey(3)
-  first = model.predict_batch(params, batch, rng=rng, decoder='sample')
-  second = model.predict_batch(params, batch, rng=rng, decoder='sample')
+  first = _predict(model, params, batch, rng=rng, decoder='sample')
+  second = _predict(model, params, batch, rng=rng, decoder='sample')
   np.testing.assert_array_equal(first, second)
-  cold = model.predict_batch(params, batch, rng=rng, decoder='sample',
+  cold = _predict(model, params, batch, rng=rng, decoder='sample',
                              temperature=1e-4)
-  np.testing.assert_array_equal(cold, model.predict_batch(params, batch))
+  np.testing.assert_array_equal(cold, _predict(model, params, batch))
 
 
 def test_brevity_penalty_and_beam_expansion():
@@ -150,4 +159,4 @@ def test_unknown_decoder_is_rejected():
   batch = _batch()
   params = tm.init_params(model.module, batch)
   with pytest.raises(ValueError, match='Unknown decoder'):
-    model.predict_batch(params, batch, decoder='nucleus')
+    _predict(model, params, batch, decoder='nucleus')

@@ -62,10 +62,18 @@ def _features(batch):
           if k != 'decoder_loss_weights'}
 
 
-def init_params(module, batch, seed: int = 0):
+@functools.lru_cache(maxsize=None)
+def _init(module, shapes, seed):
+  features = {name: jnp.ones(shape, jnp.int32) for name, shape in shapes}
   init = jax.jit(lambda rng, features: module.init(
       rng, **features, enable_dropout=False)['params'])
-  return init(jax.random.PRNGKey(seed), _features(batch))
+  return init(jax.random.PRNGKey(seed), features)
+
+
+def init_params(module, batch, seed: int = 0):
+  """Parameters for batches shaped like `batch`, cached across tests."""
+  shapes = tuple(sorted((k, v.shape) for k, v in _features(batch).items()))
+  return _init(module, shapes, seed)
 
 
 @functools.lru_cache(maxsize=None)
