@@ -13,6 +13,7 @@ HyperPrompt params tree: every backbone parameter comes from the checkpoint,
 the task-conditioning parameters keep their fresh initial values.
 """
 
+import copy
 import json
 import os
 import re
@@ -141,13 +142,20 @@ def params_from_hf_t5(tensors: Mapping[str, np.ndarray]) -> Params:
 def _read_tensorstore(spec: Dict[str, Any], ckpt_dir: str) -> np.ndarray:
   """Reads one array whose TensorStore spec is relative to `ckpt_dir`."""
   import tensorstore as ts  # pylint: disable=g-import-not-at-top
-  spec = dict(spec, kvstore=dict(spec['kvstore']))
+  spec = copy.deepcopy(spec)
+  # Like t5x: chunking and compression are read from the array itself.
+  for key in ('chunks', 'compressor'):
+    spec['metadata'].pop(key, None)
+  kvstore = spec['kvstore']
   if m := re.fullmatch(r'gs://([^/]*)/(.*)', ckpt_dir):
-    spec['kvstore'].update(driver='gcs', bucket=m[1])
+    kvstore.update(driver='gcs', bucket=m[1])
     ckpt_dir = m[2]
-  elif spec['kvstore']['driver'] == 'gcs':  # A GCS checkpoint copied locally.
-    spec['kvstore'] = {'driver': 'file', 'path': spec['kvstore']['path']}
-  spec['kvstore']['path'] = os.path.join(ckpt_dir, spec['kvstore']['path'])
+  elif kvstore['driver'] == 'gcs':  # A GCS checkpoint copied locally.
+    kvstore.pop('bucket')
+    kvstore['driver'] = 'file'
+  # tensorstore < 0.1.14 wrote the relative path outside the kvstore.
+  holder = kvstore if 'path' in kvstore else spec
+  holder['path'] = os.path.join(ckpt_dir, holder['path'])
   return ts.open(spec, open=True).result().read().result()
 
 
@@ -159,7 +167,8 @@ def _read_msgpack_target(ckpt_file: epath.Path) -> Params:
                      '(no `optimizer` entry).')
   ckpt_dir = os.fspath(ckpt_file.parent)
   flat = traverse_util.flatten_dict(
-      contents['optimizer']['target'], is_leaf=lambda _, v: 'kvstore' in v)
+      contents['optimizer']['target'],
+      is_leaf=lambda _, v: 'driver' in v and 'metadata' in v)  # A spec.
   return traverse_util.unflatten_dict({
       k: _read_tensorstore(v, ckpt_dir) if isinstance(v, dict) else v
       for k, v in flat.items()})

@@ -147,3 +147,35 @@ def test_mismatched_checkpoints_give_a_clear_error(tmp_path, edit, message):
 def test_missing_t5x_checkpoint_names_the_path(tmp_path):
   with pytest.raises(ValueError, match='No t5x checkpoint at .*checkpoint_<step>'):
     checkpoint_import.load_pretrained_params(tmp_path)
+
+
+@pytest.mark.t5x
+def test_reads_t5x_msgpack_checkpoints_into_a_hyperprompt_model(tmp_path):
+  """t5x's own writer of the public checkpoints' format, then our reader."""
+  from t5x import adafactor  # pylint: disable=g-import-not-at-top
+  from t5x import checkpoints  # pylint: disable=g-import-not-at-top
+  from t5x import partitioning as t5x_partitioning  # pylint: disable=g-import-not-at-top
+  from t5x import train_state  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax import t5x_model  # pylint: disable=g-import-not-at-top
+  vocab = seqio.PassThroughVocabulary(tiny_models.VOCAB)
+  model = t5x_model.HyperPromptEncoderDecoderModel(
+      tiny_models.transformer('none'), vocab, vocab, adafactor.Adafactor())
+  batch = tiny_models.unpacked_batch()
+  variables = model.get_initial_variables(
+      jax.random.PRNGKey(0), {k: v.shape for k, v in batch.items()})
+  state = train_state.FlaxOptimTrainState.create(model.optimizer_def, variables)
+  checkpoints.Checkpointer(
+      state, t5x_partitioning.PjitPartitioner(num_partitions=1),
+      str(tmp_path)).save(state)
+  saved = traverse_util.flatten_dict(jax.tree.map(np.asarray,
+                                                  variables['params']))
+  read = traverse_util.flatten_dict(
+      checkpoint_import.read_t5x_checkpoint(tmp_path / 'checkpoint_0'))
+  assert read.keys() == saved.keys()
+  for path, value in saved.items():
+    np.testing.assert_array_equal(read[path], value)
+  restored = traverse_util.flatten_dict(checkpoint_import.restore_pretrained(
+      _initial_params('global'), tmp_path / 'checkpoint_0'))
+  for path, value in saved.items():
+    np.testing.assert_array_equal(restored[path], value)
