@@ -60,6 +60,12 @@ def _mlp_block(cfg: T5Config, x, deterministic: bool):
       name='mlp')(x, deterministic=deterministic)
 
 
+def _residual(cfg: T5Config, norm_name: str, block, x, deterministic: bool):
+  """`x + dropout(block(norm(x)))`: T5's pre-norm residual branch."""
+  y = normalization.LayerNorm(dtype=cfg.dtype, name=norm_name)(x)
+  return x + _dropout(cfg, block(y), deterministic)
+
+
 def _relative_biases(cfg: T5Config):
   return relative_position.RelativePositionBiases(
       num_buckets=32, max_distance=128, num_heads=cfg.num_heads,
@@ -93,14 +99,14 @@ class EncoderLayer(nn.Module):
     cfg = self.config
     length = inputs.shape[-2]
     bias = self.relative_embedding(length, length, True)
-    x = normalization.LayerNorm(dtype=cfg.dtype,
-                                name='pre_attention_layer_norm')(inputs)
-    x = _attention(cfg, 'attention')(x, x, encoder_mask, bias, prompts,
-                                     deterministic=deterministic)
-    x = _dropout(cfg, x, deterministic) + inputs
-    y = normalization.LayerNorm(dtype=cfg.dtype, name='pre_mlp_layer_norm')(x)
-    y = _mlp_block(cfg, y, deterministic)
-    return _dropout(cfg, y, deterministic) + x
+    x = _residual(
+        cfg, 'pre_attention_layer_norm',
+        lambda y: _attention(cfg, 'attention')(
+            y, y, encoder_mask, bias, prompts, deterministic=deterministic),
+        inputs, deterministic)
+    return _residual(cfg, 'pre_mlp_layer_norm',
+                     lambda y: _mlp_block(cfg, y, deterministic), x,
+                     deterministic)
 
 
 class DecoderLayer(nn.Module):
@@ -117,20 +123,20 @@ class DecoderLayer(nn.Module):
     length = max_decode_length if decode and max_decode_length else (
         inputs.shape[-2])
     bias = self.relative_embedding(length, length, False)
-    x = normalization.LayerNorm(dtype=cfg.dtype,
-                                name='pre_self_attention_layer_norm')(inputs)
-    x = _attention(cfg, 'self_attention')(
-        x, x, decoder_mask, bias, prompts, deterministic=deterministic,
-        decode=decode)
-    x = _dropout(cfg, x, deterministic) + inputs
-    y = normalization.LayerNorm(dtype=cfg.dtype,
-                                name='pre_cross_attention_layer_norm')(x)
-    y = _attention(cfg, 'encoder_decoder_attention')(
-        y, encoded, encoder_decoder_mask, deterministic=deterministic)
-    y = _dropout(cfg, y, deterministic) + x
-    z = normalization.LayerNorm(dtype=cfg.dtype, name='pre_mlp_layer_norm')(y)
-    z = _mlp_block(cfg, z, deterministic)
-    return _dropout(cfg, z, deterministic) + y
+    x = _residual(
+        cfg, 'pre_self_attention_layer_norm',
+        lambda y: _attention(cfg, 'self_attention')(
+            y, y, decoder_mask, bias, prompts, deterministic=deterministic,
+            decode=decode),
+        inputs, deterministic)
+    x = _residual(
+        cfg, 'pre_cross_attention_layer_norm',
+        lambda y: _attention(cfg, 'encoder_decoder_attention')(
+            y, encoded, encoder_decoder_mask, deterministic=deterministic),
+        x, deterministic)
+    return _residual(cfg, 'pre_mlp_layer_norm',
+                     lambda y: _mlp_block(cfg, y, deterministic), x,
+                     deterministic)
 
 
 class Encoder(nn.Module):

@@ -1,5 +1,7 @@
 """Shapes, parameter tree, task conditioning and packing of the network."""
 
+import dataclasses
+
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
@@ -243,3 +245,24 @@ def test_missing_task_ids_give_a_clear_error():
 def test_unknown_variant_is_rejected():
   with pytest.raises(ValueError, match='Unknown HyperPrompt variant'):
     tm.hp_config('hyper')
+
+
+@pytest.mark.t5x
+def test_none_variant_equals_t5x_minimal_t5_1_1():
+  """Same initial values and the same outputs, dropout included, as t5x's."""
+  from t5x.examples.t5 import network as t5x_network  # pylint: disable=g-import-not-at-top
+  ours = tm.transformer('none')
+  config = tm.t5_config(dropout_rate=0.1)
+  ours = ours.clone(config=config)
+  theirs = t5x_network.Transformer(t5x_network.T5Config(
+      **dataclasses.asdict(config)))
+  batch = {k: jnp.asarray(v) for k, v in tm.unpacked_batch().items()
+           if 'task' not in k}
+  rng = jax.random.PRNGKey(0)
+  our_params = ours.init(rng, **batch, enable_dropout=False)['params']
+  their_params = theirs.init(rng, **batch, enable_dropout=False)['params']
+  jax.tree.map(np.testing.assert_array_equal, our_params, their_params)
+  dropout = {'dropout': jax.random.PRNGKey(1)}
+  np.testing.assert_array_equal(
+      ours.apply({'params': our_params}, **batch, rngs=dropout),
+      theirs.apply({'params': our_params}, **batch, rngs=dropout))
