@@ -1,11 +1,20 @@
-"""End to end: `python -m hyperprompt_jax.train`, checkpoint, resume, eval."""
+"""End to end: train, checkpoint, resume, eval, infer; NaN and corrupt runs.
+
+One tiny run (module fixture) is trained to step 4, resumed to step 6, and
+then read by the inference tests; the failure tests work on copies of it.
+"""
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
 import pytest
+
+from hyperprompt_jax import checkpoints
+from hyperprompt_jax import infer
 
 _MODEL_GIN = """
 from __gin__ import dynamic_registration
@@ -28,12 +37,24 @@ hyperprompt_config.HyperPromptConfig.bottleneck_dim = 4
 """
 
 
+def _env(tmp_path):
+  return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'jax_cache'),
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+
+
+def _error_line(result):
+  """The single `error: ...` line of a failed run (TF may log after it)."""
+  assert result.returncode != 0
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error: ')]
+  assert len(errors) == 1, result.stderr[-3000:]
+  return errors[0]
+
+
 def _train(tmp_path, model_dir, steps, *extra):
   gin_dir = tmp_path / 'gin'
   (gin_dir / 'models').mkdir(parents=True, exist_ok=True)
   (gin_dir / 'models' / 't5_1_1_tiny.gin').write_text(_MODEL_GIN)
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'jax_cache'),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
   return subprocess.run(
       [sys.executable, '-m', 'hyperprompt_jax.train',
        f'--gin_search_paths={gin_dir}',
@@ -42,21 +63,37 @@ def _train(tmp_path, model_dir, steps, *extra):
        '--gin.BATCH_SIZE=4', '--gin.CHECKPOINT_PERIOD=2',
        '--gin.KEEP_CHECKPOINTS=2', '--gin.LOG_PERIOD=1',
        '--gin.EVAL_NUM_EXAMPLES=2', *extra],
-      env=env, capture_output=True, text=True)
+      env=_env(tmp_path), capture_output=True, text=True)
 
 
-def test_train_checkpoint_resume_eval(tmp_path):
+def _infer(tmp_path, *args):
+  return subprocess.run([sys.executable, '-m', 'hyperprompt_jax.infer', *args],
+                        env=_env(tmp_path), capture_output=True, text=True)
+
+
+def _steps(model_dir):
+  return sorted(int(p.name) for p in (model_dir / 'checkpoints').iterdir()
+                if p.name.isdigit())
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  """A run trained to step 4, then resumed to step 6: (tmp, model_dir, logs)."""
+  tmp_path = tmp_path_factory.mktemp('e2e')
   model_dir = tmp_path / 'run'
   first = _train(tmp_path, model_dir, 4)
   assert first.returncode == 0, first.stderr[-3000:]
-  steps = sorted(int(p.name) for p in (model_dir / 'checkpoints').iterdir()
-                 if p.name.isdigit())
-  assert steps == [2, 4]  # keep the last 2
-  assert (model_dir / 'task_ids.json').exists()
-  assert (model_dir / 'config.gin').exists()
-
+  assert _steps(model_dir) == [2, 4]
   second = _train(tmp_path, model_dir, 6)
   assert second.returncode == 0, second.stderr[-3000:]
+  return tmp_path, model_dir, second
+
+
+def test_train_checkpoint_resume_eval(run):
+  _, model_dir, second = run
+  assert _steps(model_dir) == [4, 6]  # keep the last 2
+  assert (model_dir / 'task_ids.json').exists()
+  assert (model_dir / 'config.gin').exists()
   assert 'Resumed from step 4' in second.stdout
   assert '[train step 5]' in second.stdout
   assert '[train step 1]' not in second.stdout
@@ -68,7 +105,99 @@ def test_train_checkpoint_resume_eval(tmp_path):
   assert 'synthetic_reverse' in second.stdout  # the printed table
 
 
+def test_infer_cli_predicts_for_the_named_task(run):
+  tmp_path, model_dir, _ = run
+  inputs = tmp_path / 'inputs.txt'
+  inputs.write_text('47193\n{"inputs": "5512"}\n\n808\n')
+  out = tmp_path / 'predictions.jsonl'
+  result = _infer(tmp_path, f'--checkpoint={model_dir}',
+                  '--task=synthetic_max_digit', f'--input_file={inputs}',
+                  f'--output_file={out}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [r['inputs'] for r in rows] == ['47193', '5512', '808']
+  assert {r['task'] for r in rows} == {'synthetic_max_digit'}
+  assert all(isinstance(r['prediction'], str) for r in rows)
+
+
+@pytest.fixture(scope='module')
+def predictor(run):
+  return infer.Predictor(str(run[1]), batch_size=2)
+
+
+def test_predictor_restores_the_latest_params_and_uses_saved_task_ids(
+    run, predictor, tmp_path):
+  _, model_dir, _ = run
+  assert predictor.step == 6
+  saved = json.loads((model_dir / 'task_ids.json').read_text())
+  assert predictor.task_ids == saved
+  _, features = next(predictor.features('synthetic_digit_sum', ['12'],
+                                        4).as_numpy_iterator())
+  assert set(features['encoder_task_ids'][:3]) == {saved['synthetic_digit_sum']}
+  # A registered task that the run's map lacks is refused: the map decides.
+  copy = tmp_path / 'copy'
+  shutil.copytree(model_dir, copy)
+  del saved['synthetic_digit_sum']
+  (copy / 'task_ids.json').write_text(json.dumps(saved))
+  with pytest.raises(ValueError, match="'synthetic_digit_sum' is not one"):
+    infer.Predictor(str(copy), step=4).task_id('synthetic_digit_sum')
+
+
+def test_predictor_decoders_return_one_prediction_per_input(predictor):
+  inputs = ['123', '4567', '89']  # 3 rows: the last batch is padded
+  greedy = predictor.predict('synthetic_reverse', inputs)
+  assert len(greedy) == 3 and all(isinstance(p, str) for p in greedy)
+  assert greedy == predictor.predict('synthetic_reverse', inputs)
+  beam = predictor.predict('synthetic_reverse', inputs,
+                           infer.DecodeConfig('beam', num_decodes=2,
+                                              max_decode_length=4))
+  assert len(beam) == 3 and all(len(p.encode()) <= 4 for p in beam)
+
+
+@pytest.mark.parametrize('task, inputs, message', [
+    ('synthetic_revers', ['1'], "close matches: synthetic_reverse"),
+    ('synthetic_reverse', ['1' * 200], r'201 tokens but the model takes at '
+     r"most 32 \(TASK_FEATURE_LENGTHS\['inputs'\]"),
+])
+def test_predictor_bad_input_is_a_one_line_error(predictor, task, inputs,
+                                                 message):
+  with pytest.raises(ValueError, match=message) as error:
+    predictor.predict(task, inputs)
+  assert '\n' not in str(error.value)
+
+
+def test_infer_without_a_run_is_a_one_line_error(tmp_path):
+  with pytest.raises(checkpoints.CheckpointError, match='no checkpoints in'):
+    infer.Predictor(str(tmp_path / 'missing'))
+
+
+def test_infer_from_a_corrupt_checkpoint_is_a_one_line_error(run, tmp_path):
+  _, model_dir, _ = run
+  copy = tmp_path / 'corrupt'
+  shutil.copytree(model_dir, copy)
+  for path in (copy / 'checkpoints' / '6' / 'state').rglob('*'):
+    if path.is_file():
+      path.write_bytes(b'not a checkpoint')
+  result = _infer(tmp_path, f'--checkpoint={copy}', '--task=synthetic_reverse',
+                  '--input=123')
+  assert _error_line(result).startswith(
+      f'error: checkpoint {copy}/checkpoints/6 is unreadable')
+
+
+def test_nan_loss_stops_before_saving_and_keeps_the_last_checkpoint(
+    run, tmp_path):
+  _, model_dir, _ = run
+  copy = tmp_path / 'nan'
+  shutil.copytree(model_dir, copy)
+  # A huge learning rate turns the weights into overflowing values at step 7,
+  # so the loss of step 8 is not finite; step 8 would be saved.
+  result = _train(tmp_path, copy, 8, '--gin.LEARNING_RATE=1e30')
+  assert re.match(r'error: loss is (nan|inf) by step [78]; stopped without '
+                  r'saving \(last checkpoint: step 6\)', _error_line(result))
+  assert _steps(copy) == [4, 6]
+  assert infer.Predictor(str(copy)).step == 6  # still restores
+
+
 def test_bad_gin_binding_is_one_line_error(tmp_path):
   out = _train(tmp_path, tmp_path / 'bad', 1, '--gin.NO_EQUALS_SIGN')
-  assert out.returncode != 0
-  assert out.stderr.strip().splitlines()[-1].startswith('error: bad gin flag')
+  assert _error_line(out).startswith('error: bad gin flag')
