@@ -20,7 +20,7 @@ VARIANTS = ('none', 'share', 'sep', 'global', 'direct', 'prompt_tuning')
 def t5x_train(model_dir, variant, *bindings):
   """Runs the tiny t5x.train config; returns its combined output."""
   cmd = [sys.executable, '-m', 't5x.train', f'--gin_search_paths={GIN_DIR}',
-         f'--gin_file=variants/{variant}.gin',  # First: it declares NUM_TASKS.
+         f'--gin_file=variants/{variant}.gin',
          '--gin_file=t5x/runs/synthetic_tiny.gin',
          f"--gin.MODEL_DIR='{model_dir}'",
          # A few steps, one checkpoint at the end, no evaluation.
