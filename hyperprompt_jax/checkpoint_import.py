@@ -211,16 +211,29 @@ def load_pretrained_params(path: epath.PathLike) -> Params:
 
 
 # ------------------------------ merging ---------------------------------------
+def _like(value: np.ndarray, init_value) -> Any:
+  """`value` with the dtype of `init_value` and, for a `jax.Array`, its
+  sharding (each device reads only its own slice, so this works multi-host).
+  """
+  value = np.asarray(value, init_value.dtype)
+  if isinstance(init_value, jax.Array):
+    return jax.make_array_from_callback(value.shape, init_value.sharding,
+                                        lambda index: value[index])
+  return value
+
+
 def merge_pretrained(initial: Params, pretrained: Params) -> Params:
   """Backbone parameters from `pretrained`, the others from `initial`.
 
   Args:
-    initial: the model's freshly initialised params (any HyperPrompt variant).
+    initial: the model's freshly initialised params (any HyperPrompt variant),
+      numpy or (sharded) `jax.Array`s.
     pretrained: params of a T5.1.1 checkpoint of the same size (a HyperPrompt
       checkpoint also works: its conditioning parameters are kept).
 
   Returns:
-    A params tree with the structure, shapes and dtypes of `initial`.
+    A params tree with the structure, shapes, dtypes and shardings of
+    `initial`.
 
   Raises:
     ValueError: a backbone parameter is missing from `pretrained`, a shape
@@ -248,7 +261,7 @@ def merge_pretrained(initial: Params, pretrained: Params) -> Params:
           f'Parameter {name} has shape {tuple(value.shape)} in the checkpoint '
           f'but {tuple(init_value.shape)} in the model; use the model size '
           'the checkpoint was trained with.')
-    merged[path] = np.asarray(value, init_value.dtype)
+    merged[path] = _like(value, init_value)
   return traverse_util.unflatten_dict(merged)
 
 

@@ -179,3 +179,17 @@ def test_reads_t5x_msgpack_checkpoints_into_a_hyperprompt_model(tmp_path):
       _initial_params('global'), tmp_path / 'checkpoint_0'))
   for path, value in saved.items():
     np.testing.assert_array_equal(restored[path], value)
+
+
+def test_restore_keeps_the_sharding_of_jax_array_params(tmp_path):
+  write_safetensors(tmp_path / 'model.safetensors', hf_t5_tensors())
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ('data',))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  initial = jax.device_put(_initial_params('global'), sharding)
+  restored = checkpoint_import.restore_pretrained(initial, tmp_path)
+  leaves = jax.tree.leaves(restored)
+  assert all(isinstance(x, jax.Array) and x.sharding == sharding
+             for x in leaves)
+  np.testing.assert_array_equal(
+      restored['token_embedder']['embedding'],
+      hf_t5_tensors()['shared.weight'])
