@@ -84,3 +84,12 @@ class HyperPromptConfig:
   def prompts_encoder_input(self) -> bool:
     """Whether soft prompts are prepended to the encoder input embeddings."""
     return self.variant == 'prompt_tuning'
+
+
+def pack_examples(hyperprompt: HyperPromptConfig) -> bool:
+  """Whether training may pack examples into rows (gin: `DatasetConfig.pack`).
+
+  Prompt tuning prepends its prompts to whole rows, so it trains unpacked;
+  deriving this from the variant keeps run files variant-agnostic.
+  """
+  return not hyperprompt.prompts_encoder_input

@@ -29,6 +29,27 @@ def _default_feature_converter_cls():
   return feature_converter.HyperPromptEncDecFeatureConverter
 
 
+def initial_variables(module: nn.Module, rng: jnp.ndarray,
+                      input_shapes: Mapping[str, tuple[int, ...]],
+                      input_types: Mapping[str, Any] | None = None):
+  """Initialises `module` (`{'params', 'params_axes'}`) from batch shapes.
+
+  Features the network reads are made of ones; task ids missing from
+  `input_shapes` default to zeros shaped like the tokens, as t5x passes no
+  task ids.
+  """
+  input_types = input_types or {}
+  dummy = {name: jnp.ones(shape, input_types.get(name, jnp.int32))
+           for name, shape in input_shapes.items() if name in MODULE_FEATURES}
+  for name in ('encoder_task_ids', 'decoder_task_ids'):
+    prefix = name.split('_')[0]
+    dummy.setdefault(name, jnp.zeros(input_shapes[f'{prefix}_input_tokens'],
+                                     jnp.int32))
+  params_rng, dropout_rng = jax.random.split(rng)
+  return module.init({'params': params_rng, 'dropout': dropout_rng}, **dummy,
+                     enable_dropout=False)
+
+
 class EncoderDecoderModel:
   """A `network.Transformer` with its vocabularies and loss settings.
 
@@ -59,17 +80,7 @@ class EncoderDecoderModel:
                             input_shapes: Mapping[str, tuple[int, ...]],
                             input_types: Mapping[str, Any] | None = None):
     """Flax variables `{'params', 'params_axes'}` for batches of these shapes."""
-    input_types = input_types or {}
-    dummy = {name: jnp.ones(shape, input_types.get(name, jnp.int32))
-             for name, shape in input_shapes.items()
-             if name in MODULE_FEATURES}
-    for name in ('encoder_task_ids', 'decoder_task_ids'):
-      prefix = name.split('_')[0]
-      dummy.setdefault(name, jnp.zeros(input_shapes[f'{prefix}_input_tokens'],
-                                       jnp.int32))
-    params_rng, dropout_rng = jax.random.split(rng)
-    return self.module.init({'params': params_rng, 'dropout': dropout_rng},
-                             **dummy, enable_dropout=False)
+    return initial_variables(self.module, rng, input_shapes, input_types)
 
   def logits(self, params, batch: Batch, dropout_rng=None) -> jnp.ndarray:
     """Teacher-forced logits `[batch, dec_len, vocab]`."""

@@ -26,7 +26,6 @@ except ImportError as e:
       'install it from https://github.com/google-research/t5x.') from None
 
 from hyperprompt_jax import feature_converter  # pylint: disable=g-import-not-at-top,g-bad-import-order
-from hyperprompt_jax import hyperprompt_config  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from hyperprompt_jax import model as model_lib  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from hyperprompt_jax import partitioning  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
@@ -54,16 +53,6 @@ def hyperprompt_axis_rules():
   `standard_logical_axis_rules.additional_rules` (gin cannot name a constant).
   """
   return partitioning.HYPERPROMPT_AXIS_RULES
-
-
-def pack_examples(hyperprompt: hyperprompt_config.HyperPromptConfig) -> bool:
-  """Whether t5x may pack examples into rows (gin: `DatasetConfig.pack`).
-
-  Prompt tuning prepends its prompts to whole rows, so it trains unpacked.
-  Deriving this from the variant keeps it right whatever order gin files
-  are given in.
-  """
-  return not hyperprompt.prompts_encoder_input
 
 
 def check_backbone_restored(ckpt_state, state):
@@ -119,9 +108,8 @@ class HyperPromptEncoderDecoderModel(models.EncoderDecoderModel):
                             input_shapes: Mapping[str, Any],
                             input_types: Optional[Mapping[str, Any]] = None):
     """Initial `{'params', 'params_axes'}`; task ids default to zeros."""
-    # The standalone model already initialises from t5x-style input shapes.
-    return model_lib.EncoderDecoderModel.get_initial_variables(
-        self, rng, input_shapes, input_types)
+    return model_lib.initial_variables(self.module, rng, input_shapes,
+                                       input_types)
 
   def _compute_logits(self, params, batch: Batch, dropout_rng=None,
                       mutable=False, other_variables=None):

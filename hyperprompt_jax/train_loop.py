@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
+from hyperprompt_jax import checkpoint_import
 from hyperprompt_jax import checkpoints as checkpoints_lib
 from hyperprompt_jax import data as data_lib
 from hyperprompt_jax import evaluation
@@ -68,6 +69,7 @@ def train(*,
           train_dataset_cfg: data_lib.DatasetConfig,
           model_dir: str,
           total_steps: int,
+          initial_checkpoint_path: Optional[str] = None,
           eval_dataset_cfg: Optional[data_lib.DatasetConfig] = None,
           optimizer=optimizers.Adafactor(),
           schedule: optimizers.Schedule = optimizers.Schedule(),
@@ -85,6 +87,9 @@ def train(*,
     train_dataset_cfg: training data; its batch_size is the global batch.
     model_dir: checkpoints, TensorBoard files, task ids, config, eval results.
     total_steps: train until the state's step reaches this.
+    initial_checkpoint_path: a T5.1.1 checkpoint (t5x directory, or HF
+      safetensors file or directory) whose backbone starts a new run; the
+      task-conditioning parameters start fresh. Ignored when resuming.
     eval_dataset_cfg: per-task evaluation data (its split, e.g.
       'validation'); None skips evaluation.
     optimizer: `optimizers.Adafactor()` or `optimizers.AdamW()`.
@@ -117,6 +122,11 @@ def train(*,
     print(f'Resumed from step {int(state.step)} in {checkpointer.directory}')
   else:
     state, position = trainer.init_state(), 0
+    if initial_checkpoint_path:
+      state = state.replace(params=checkpoint_import.restore_pretrained(
+          state.params, initial_checkpoint_path))
+      print(f'Backbone restored from {initial_checkpoint_path}; '
+            'task-conditioning parameters start fresh')
   start = int(state.step)
 
   batches = data_lib.BatchIterator(

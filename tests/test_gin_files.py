@@ -18,6 +18,10 @@ PUBLIC_SIZES = {'small': (512, 6, 8, 1024), 'base': (768, 12, 12, 2048),
                 'large': (1024, 16, 24, 2816), 'xl': (2048, 32, 24, 5120),
                 'xxl': (4096, 64, 24, 10240)}
 T5X_RUNS = ('glue_finetune', 'super_glue_finetune')
+FINETUNE_RUNS = {'glue_finetune': 'glue_mixture',
+                 'super_glue_finetune': 'super_glue_mixture'}
+# Included by the runs above and the synthetic runs; not runs by themselves.
+SHARED_RUN_FILES = ('runs/base.gin', 'runs/finetune.gin')
 
 
 def _gin_files(pattern):
@@ -58,7 +62,8 @@ def test_model_and_variant_files_bind_a_network(size, variant):
     assert tuple(cfg.mlp_activations) == ('gelu', 'linear')
 
 
-@pytest.mark.parametrize('run', _gin_files('runs/*.gin'))
+@pytest.mark.parametrize('run', [
+    r for r in _gin_files('runs/synthetic_*.gin')])
 def test_standalone_run_files_bind_a_model(run):
   _parse([run], ["MODEL_DIR = '/tmp/unused'"])
   model = gin.get_configurable(model_lib.EncoderDecoderModel)()
@@ -69,11 +74,37 @@ def test_standalone_run_files_bind_a_model(run):
     assert model.module.hyperprompt.num_tasks >= 2
 
 
+@pytest.mark.parametrize('variant', ['global', 'prompt_tuning'])
+@pytest.mark.parametrize('run', sorted(FINETUNE_RUNS))
+def test_standalone_finetune_runs_bind(run, variant):
+  from hyperprompt_jax import data  # pylint: disable=g-import-not-at-top
+  _parse(['models/t5_1_1_base.gin', f'variants/{variant}.gin',
+          f'runs/{run}.gin'], ["MODEL_DIR = '/tmp/unused'"])
+  model = gin.get_configurable(model_lib.EncoderDecoderModel)()
+  assert model.module.config.emb_dim == 768
+  assert model.module.hyperprompt.variant == variant
+  with gin.config_scope('train'):
+    train_data = gin.get_configurable(data.DatasetConfig)()
+  assert train_data.mixture_or_task_name == FINETUNE_RUNS[run]
+  # Prompt tuning prepends prompts to whole rows, so its runs are unpacked.
+  assert train_data.pack == (variant != 'prompt_tuning')
+  gin.parse_config('gin_files_test_probe.value = %INITIAL_CHECKPOINT_PATH')
+  assert _probe() == (
+      'gs://t5-data/pretrained_models/t5x/t5_1_1_base/checkpoint_1000000')
+
+
+@gin.configurable('gin_files_test_probe')
+def _probe(value=None):
+  """Resolves a macro bound to `value` (gin hands macros over unresolved)."""
+  return value
+
+
 def test_every_gin_file_is_covered():
   covered = {*(f'models/t5_1_1_{s}.gin' for s in SIZES),
              *(f'variants/{v}.gin' for v in VARIANTS),
              'variants/hyperprompt.gin',  # Included by every variant.
-             *_gin_files('runs/*.gin'),
+             *_gin_files('runs/synthetic_*.gin'), *SHARED_RUN_FILES,
+             *(f'runs/{r}.gin' for r in FINETUNE_RUNS),
              *(f't5x/models/t5_1_1_{s}.gin' for s in SIZES),
              *(f't5x/runs/{r}.gin' for r in T5X_RUNS),
              't5x/model.gin', 't5x/runs/finetune.gin',  # Included by those.
