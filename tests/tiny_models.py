@@ -71,9 +71,14 @@ def _init(module, shapes, seed):
 
 
 def init_params(module, batch, seed: int = 0):
-  """Parameters for batches shaped like `batch`, cached across tests."""
+  """Parameters for batches shaped like `batch`, cached across tests.
+
+  Always concrete, even when called under a JAX transformation, so the cache
+  never holds tracers.
+  """
   shapes = tuple(sorted((k, v.shape) for k, v in _features(batch).items()))
-  return _init(module, shapes, seed)
+  with jax.ensure_compile_time_eval():
+    return _init(module, shapes, seed)
 
 
 @functools.lru_cache(maxsize=None)
