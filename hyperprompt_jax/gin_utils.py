@@ -6,6 +6,7 @@ own `gin/` directory is always searchable, so `--gin_file=runs/x.gin` and
 `include 'models/t5_1_1_tiny.gin'` work from any working directory.
 """
 
+import logging
 import pathlib
 import sys
 from typing import Sequence
@@ -14,6 +15,13 @@ import gin
 
 # <repo>/gin when running from a checkout or an editable install.
 DEFAULT_GIN_DIR = pathlib.Path(__file__).resolve().parent.parent / 'gin'
+
+
+def _not_search_path_miss(record: logging.LogRecord) -> bool:
+  # gin logs an error for every search path that lacks a file before it tries
+  # the next one; only a file missing from all of them is a real error, and
+  # that one raises.
+  return not str(record.msg).startswith('Path not found:')
 
 
 class GinConfigError(ValueError):
@@ -47,6 +55,7 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
   """
   for path in [*search_paths, '.', str(DEFAULT_GIN_DIR)]:
     gin.add_config_file_search_path(path)
+  logging.getLogger().addFilter(_not_search_path_miss)
   try:
     gin.parse_config_files_and_bindings(
         list(gin_files), list(bindings), finalize_config=False)
