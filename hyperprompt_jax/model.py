@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import seqio
 
 from hyperprompt_jax import decoding
+from hyperprompt_jax import feature_converter
 from hyperprompt_jax import losses
 
 Batch = Mapping[str, jnp.ndarray]
@@ -22,11 +23,6 @@ MODULE_FEATURES = (
     'encoder_input_tokens', 'decoder_input_tokens', 'decoder_target_tokens',
     'encoder_segment_ids', 'decoder_segment_ids', 'encoder_positions',
     'decoder_positions', 'encoder_task_ids', 'decoder_task_ids')
-
-
-def _default_feature_converter_cls():
-  from hyperprompt_jax import feature_converter  # pylint: disable=g-import-not-at-top
-  return feature_converter.HyperPromptEncDecFeatureConverter
 
 
 def initial_variables(module: nn.Module, rng: jnp.ndarray,
@@ -57,6 +53,7 @@ class EncoderDecoderModel:
     module: the Flax network.
     input_vocabulary: vocabulary of the inputs.
     output_vocabulary: vocabulary of the targets (its `eos_id` ends decoding).
+    feature_converter_cls: turns task features into the model's features.
     label_smoothing: label smoothing mass of the training loss.
     z_loss: z-loss coefficient of the training loss.
     loss_normalizing_factor: divide summed token losses by this constant; None
@@ -64,14 +61,15 @@ class EncoderDecoderModel:
   """
 
   def __init__(self, module: nn.Module, input_vocabulary: seqio.Vocabulary,
-               output_vocabulary: seqio.Vocabulary, feature_converter_cls=None,
+               output_vocabulary: seqio.Vocabulary,
+               feature_converter_cls=(
+                   feature_converter.HyperPromptEncDecFeatureConverter),
                label_smoothing: float = 0.0, z_loss: float = 1e-4,
                loss_normalizing_factor: float | None = None):
     self.module = module
     self.input_vocabulary = input_vocabulary
     self.output_vocabulary = output_vocabulary
-    self.feature_converter_cls = (feature_converter_cls or
-                                  _default_feature_converter_cls())
+    self.feature_converter_cls = feature_converter_cls
     self.label_smoothing = label_smoothing
     self.z_loss = z_loss
     self.loss_normalizing_factor = loss_normalizing_factor
