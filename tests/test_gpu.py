@@ -4,7 +4,6 @@ import functools
 
 import jax
 import numpy as np
-import optax
 import pytest
 import seqio
 
@@ -19,27 +18,14 @@ def test_gpu_matches_cpu_on_loss_steps_and_decoding(variant):
   model = model_lib.EncoderDecoderModel(tm.transformer(variant), vocab, vocab,
                                         feature_converter_cls=object)
   batch = tm.unpacked_batch()
-  optimizer = optax.adam(1e-2)
 
   def run(device):
     put = functools.partial(jax.device_put, device=device)
     features = jax.tree.map(put, batch)
     params = put(tm.init_params(model.module, batch))
-    state = optimizer.init(params)
-
-    @jax.jit
-    def step(params, state):
-      (loss, _), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(
-          params, features)
-      updates, state = optimizer.update(grads, state, params)
-      return optax.apply_updates(params, updates), state, loss
-
-    losses = []
-    for _ in range(3):
-      params, state, loss = step(params, state)
-      losses.append(float(loss))
+    params, losses = tm.adam_steps(model, params, features, 3)
     tokens = jax.jit(model.predict_batch)(params, features)
-    return np.array(losses), np.asarray(tokens)
+    return losses, np.asarray(tokens)
 
   gpu_losses, gpu_tokens = run(jax.devices('gpu')[0])
   cpu_losses, cpu_tokens = run(jax.devices('cpu')[0])

@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from hyperprompt_jax import hyperprompt_config
 from hyperprompt_jax import network
@@ -90,3 +91,25 @@ def _jitted_apply(module):
 def apply(module, params, batch):
   """Teacher-forced logits, compiled (op-by-op dispatch is slow)."""
   return _jitted_apply(module)(params, _features(batch))
+
+
+def adam_steps(model, params, batch, num_steps: int, learning_rate=1e-2):
+  """Runs `num_steps` jitted Adam updates of `model.loss_fn` on one batch.
+
+  Returns:
+    `(params, losses)`: the updated params and the loss before each step.
+  """
+  optimizer = optax.adam(learning_rate)
+
+  @jax.jit
+  def step(params, state):
+    (loss, _), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(
+        params, batch)
+    updates, state = optimizer.update(grads, state, params)
+    return optax.apply_updates(params, updates), state, loss
+
+  state, losses = optimizer.init(params), []
+  for _ in range(num_steps):
+    params, state, loss = step(params, state)
+    losses.append(float(loss))
+  return params, np.array(losses)
