@@ -25,6 +25,18 @@ MODULE_FEATURES = (
     'decoder_positions', 'encoder_task_ids', 'decoder_task_ids')
 
 
+def decoding_task_ids(encoder_task_ids: jnp.ndarray | None,
+                      decoder_shape: tuple[int, int]) -> jnp.ndarray | None:
+  """`[batch, dec_len]` task ids of unpacked rows, from the encoder's.
+
+  Decoding batches are unpacked, so a row's first input token names its task;
+  the batch's own `decoder_task_ids` may be all padding when predicting.
+  """
+  if encoder_task_ids is None:
+    return None
+  return jnp.broadcast_to(encoder_task_ids[:, :1], decoder_shape)
+
+
 def initial_variables(module: nn.Module, rng: jnp.ndarray,
                       input_shapes: Mapping[str, tuple[int, ...]],
                       input_types: Mapping[str, Any] | None = None):
@@ -135,10 +147,8 @@ class EncoderDecoderModel:
                                 encoder_task_ids=task_ids,
                                 enable_dropout=False,
                                 method=self.module.encode)
-    decoder_task_ids = None
-    if task_ids is not None:
-      decoder_task_ids = jnp.broadcast_to(
-          task_ids[:, :1], (inputs.shape[0], max_decode_length))
+    decoder_task_ids = decoding_task_ids(
+        task_ids, (inputs.shape[0], max_decode_length))
     dummy = jnp.ones((inputs.shape[0], max_decode_length), jnp.int32)
     _, variables = self.module.apply(
         {'params': params}, encoded, inputs, dummy, dummy,

@@ -10,7 +10,7 @@ the package works without it. Gin files under `gin/t5x/` use this module.
 """
 
 import functools
-from typing import Any, Mapping, MutableMapping, Optional, Tuple
+from typing import Any, Mapping, MutableMapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -34,18 +34,6 @@ Batch = Mapping[str, jnp.ndarray]
 
 def _module_features(batch: Batch) -> dict[str, jnp.ndarray]:
   return {k: v for k, v in batch.items() if k in model_lib.MODULE_FEATURES}
-
-
-def _decoder_task_ids(encoder_task_ids: Optional[jnp.ndarray],
-                      decoder_shape: Tuple[int, int]) -> Optional[jnp.ndarray]:
-  """`[batch, dec_len]` task ids of unpacked rows, from the encoder's.
-
-  Decoding batches are unpacked, so a row's first input token names its task;
-  the batch's own `decoder_task_ids` may be all padding when predicting.
-  """
-  if encoder_task_ids is None:
-    return None
-  return jnp.broadcast_to(encoder_task_ids[:, :1], decoder_shape)
 
 
 def hyperprompt_axis_rules():
@@ -175,7 +163,8 @@ class HyperPromptEncoderDecoderModel(models.EncoderDecoderModel):
         {'params': params}, inputs, encoder_task_ids=encoder_task_ids,
         enable_dropout=False, method=self.module.encode)
     cache, _ = self._compute_kv_cache(
-        params, encoded, inputs, prompt, decoder_task_ids=_decoder_task_ids(
+        params, encoded, inputs, prompt,
+        decoder_task_ids=model_lib.decoding_task_ids(
             encoder_task_ids, decoder_input_tokens.shape))
 
     # Beam search and sampling expand the batch in place to batch * decodes.
