@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import scipy.stats
+import sklearn.metrics
 
 _PUNCTUATION = frozenset(string.punctuation)
 
@@ -24,42 +25,38 @@ def accuracy(targets: Sequence, predictions: Sequence) -> dict[str, float]:
       [t == p for t, p in zip(targets, predictions, strict=True)]))}
 
 
-def _f1_of_counts(tp: float, fp: float, fn: float) -> float:
-  """F1 from true/false positive and false negative counts (0 when empty)."""
-  return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-
-
-def _binary_counts(targets, predictions, positive) -> tuple[int, int, int, int]:
-  """(tp, fp, fn, tn) of `positive` against everything else."""
-  t = np.asarray(targets) == positive
-  p = np.asarray(predictions) == positive
-  return (int(np.sum(t & p)), int(np.sum(~t & p)), int(np.sum(t & ~p)),
-          int(np.sum(~t & ~p)))
-
-
 def f1(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
-  """Binary F1 of class 1 (e.g. 'equivalent', 'duplicate')."""
-  tp, fp, fn, _ = _binary_counts(targets, predictions, positive=1)
-  return {'f1': 100 * _f1_of_counts(tp, fp, fn)}
+  """Binary F1 of class 1 (e.g. 'equivalent', 'duplicate').
+
+  Any other value, including an unparsable prediction (-1), is a negative; the
+  score is 0 when class 1 never occurs.
+  """
+  score = sklearn.metrics.f1_score(targets, predictions, labels=[1],
+                                   average=None, zero_division=0.0)[0]
+  return {'f1': 100 * float(score)}
 
 
 def macro_f1(num_classes: int) -> MetricFn:
   """F1 averaged over `num_classes` classes (CommitmentBank's F1)."""
 
   def metric(targets, predictions):
-    scores = [_f1_of_counts(*_binary_counts(targets, predictions, c)[:3])
-              for c in range(num_classes)]
-    return {'macro_f1': 100 * float(np.mean(scores))}
+    score = sklearn.metrics.f1_score(targets, predictions,
+                                     labels=range(num_classes),
+                                     average='macro', zero_division=0.0)
+    return {'macro_f1': 100 * float(score)}
 
   return metric
 
 
 def matthews_corrcoef(targets: Sequence[int],
                       predictions: Sequence[int]) -> dict[str, float]:
-  """Matthews correlation of a binary task (CoLA); 0 when undefined."""
-  tp, fp, fn, tn = _binary_counts(targets, predictions, positive=1)
-  denominator = np.sqrt(float(tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-  mcc = (tp * tn - fp * fn) / denominator if denominator else 0.0
+  """Matthews correlation of class 1 against the rest (CoLA); 0 if undefined.
+
+  Binarised first, so an unparsable prediction (-1) counts as a negative
+  instead of a third class.
+  """
+  mcc = sklearn.metrics.matthews_corrcoef(np.asarray(targets) == 1,
+                                          np.asarray(predictions) == 1)
   return {'matthews_corrcoef': 100 * float(mcc)}
 
 

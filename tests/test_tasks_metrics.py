@@ -19,6 +19,19 @@ def test_binary_f1_and_matthews():
       'matthews_corrcoef'] == pytest.approx(100 / 6)
 
 
+def test_unparsable_predictions_count_as_negatives():
+  # -1 (a prediction no label matched) is a negative, not a third class:
+  # tp=1, fp=0, fn=2, tn=1, so F1 = 2/(2+2) and MCC = 1/sqrt(1*3*1*3).
+  targets, predictions = [1, 1, 1, 0], [1, -1, 0, -1]
+  assert metrics.f1(targets, predictions)['f1'] == pytest.approx(50.0)
+  assert metrics.matthews_corrcoef(targets, predictions)[
+      'matthews_corrcoef'] == pytest.approx(100 / 3)
+  # Class F1s: 2tp/(2tp+fp+fn) = 4/(4+1+1) for class 0 (the -1 a false
+  # negative), 0 for class 1 (tp=0) and 0 for class 2 (never occurs).
+  scores = metrics.macro_f1(num_classes=3)([0, 0, 1, 0], [0, 0, 0, -1])
+  assert scores['macro_f1'] == pytest.approx(100 * 2 / 9)
+
+
 def test_degenerate_scores_are_zero():
   assert metrics.f1([0, 0], [0, 0]) == {'f1': 0.0}
   assert metrics.matthews_corrcoef([1, 0], [1, 1]) == {'matthews_corrcoef': 0.0}
