@@ -6,11 +6,35 @@ import setuptools
 
 _ROOT = pathlib.Path(__file__).parent
 
-
-def _requirements():
-  lines = (_ROOT / 'requirements.txt').read_text().splitlines()
-  return [l for l in lines if l and not l.startswith('#') and 'pytest' not in l]
-
+# Compatible ranges, so the package installs beside t5x's or a TPU image's
+# versions (requirements.txt is the tested lock). Lower bounds: the tested
+# versions for the fast-moving JAX, TensorFlow and checkpoint stacks, older
+# releases with the same APIs for the rest. Upper bounds: the next release that
+# may break those APIs (the next minor for 0.x packages and for TensorFlow,
+# whose text ops and tensorboard follow its minor version).
+INSTALL_REQUIRES = [
+    'jax>=0.10.2,<0.11',
+    'jaxlib>=0.10.2,<0.11',
+    'flax>=0.12.8,<0.13',
+    'optax>=0.2.8,<0.3',
+    'orbax-checkpoint>=0.12.8,<0.13',
+    'seqio>=0.0.20,<0.1',
+    'gin-config>=0.5.0,<0.6',
+    'tensorflow>=2.21,<2.22',
+    'tensorflow-text>=2.21,<2.22',
+    'tensorflow-datasets>=4.9.10,<5',
+    'clu>=0.0.12,<0.1',
+    'tensorboard>=2.21,<2.22',
+    'numpy>=2.0,<3',
+    'scipy>=1.13,<2',
+    'scikit-learn>=1.5,<2',
+    'ml_dtypes>=0.5,<0.7',
+    'tensorstore>=0.1.86,<0.2',
+    'safetensors>=0.6,<0.9',
+    'etils[epath]>=1.15,<2',
+    'tqdm>=4.66,<5',
+    'sentencepiece>=0.2,<0.3',
+]
 
 setuptools.setup(
     name='hyperprompt-jax',
@@ -23,6 +47,6 @@ setuptools.setup(
     # `hyperprompt_jax.tasks` so that it never shadows another `tasks` package.
     packages=['hyperprompt_jax', 'hyperprompt_jax.tasks'],
     package_dir={'hyperprompt_jax.tasks': 'tasks'},
-    install_requires=_requirements(),
-    extras_require={'test': ['pytest==9.2.0']},
+    install_requires=INSTALL_REQUIRES,
+    extras_require={'test': ['pytest>=9,<10']},
 )
