@@ -1,29 +1,15 @@
 """Small T5.1.1 checkpoints in the Hugging Face safetensors layout, for tests."""
 
-import json
-import struct
-
-import ml_dtypes
 import numpy as np
+from safetensors import numpy as safetensors_numpy
 
 import tiny_models
 
-_ST_DTYPES = {np.dtype(np.float32): 'F32',
-              np.dtype(ml_dtypes.bfloat16): 'BF16'}
-
 
 def write_safetensors(path, tensors):
-  """Writes `tensors` in the safetensors layout (header length, JSON, data)."""
-  header, offset = {'__metadata__': {'format': 'pt'}}, 0
-  for name, value in tensors.items():
-    header[name] = {'dtype': _ST_DTYPES[value.dtype], 'shape': list(value.shape),
-                    'data_offsets': [offset, offset + value.nbytes]}
-    offset += value.nbytes
-  header_bytes = json.dumps(header).encode()
-  with open(path, 'wb') as f:
-    f.write(struct.pack('<Q', len(header_bytes)) + header_bytes)
-    for value in tensors.values():
-      f.write(np.ascontiguousarray(value).tobytes())
+  """Writes `tensors` as a `.safetensors` file, marked as torch's like HF's."""
+  safetensors_numpy.save_file(dict(tensors), str(path),
+                              metadata={'format': 'pt'})
 
 
 def hf_t5_tensors(seed=0, num_layers=2, d_model=16, d_ff=24, heads=2, d_kv=8,

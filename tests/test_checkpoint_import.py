@@ -1,12 +1,20 @@
 """Importing T5.1.1 weights (HF safetensors, t5x) into HyperPrompt models."""
 
+import collections
 import functools
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import ml_dtypes
 import numpy as np
 import pytest
+from flax import serialization
 from flax import traverse_util
+import orbax.checkpoint as ocp
+import tensorstore as ts
 
 from hyperprompt_jax import checkpoint_import
 from hf_t5_files import hf_t5_tensors
@@ -24,15 +32,30 @@ def _initial_params(variant):
       lambda s: rng.normal(size=s.shape).astype(s.dtype), shapes)
 
 
-def test_read_safetensors_float32_and_bfloat16(tmp_path):
-  tensors = {'a': np.arange(6, dtype=np.float32).reshape(2, 3),
-             'b': np.array([1.5, -2.0], ml_dtypes.bfloat16)}
+def test_safetensors_are_read_per_slice_in_their_dtype(tmp_path):
+  tensors = {'a': np.arange(12, dtype=np.float32).reshape(3, 4),
+             'b': np.array([1.5, -2.0, 3.0], ml_dtypes.bfloat16)}
   write_safetensors(tmp_path / 'm.safetensors', tensors)
-  read = checkpoint_import.read_safetensors(tmp_path / 'm.safetensors')
-  assert read.keys() == tensors.keys()
-  for name, value in tensors.items():
-    assert read[name].dtype == value.dtype
-    np.testing.assert_array_equal(read[name], value)
+  arrays = checkpoint_import.open_safetensors(tmp_path / 'm.safetensors')
+  assert arrays.keys() == tensors.keys()
+  part = arrays['a'].read((slice(1, 3), slice(2, 4)))
+  np.testing.assert_array_equal(part, tensors['a'][1:3, 2:4])
+  # A transposed view reads the transposed slice of the file.
+  np.testing.assert_array_equal(
+      arrays['a'].transposed().read((slice(2, 4), slice(0, 1))),
+      tensors['a'][0:1, 2:4].T)
+  b = arrays['b'].read((slice(1, None),))
+  assert b.dtype == ml_dtypes.bfloat16
+  np.testing.assert_array_equal(b, tensors['b'][1:])
+
+
+def test_hf_keys_and_t5x_paths_are_inverse():
+  paths = traverse_util.flatten_dict(_initial_params('none'))
+  keys = {checkpoint_import.hf_key(p): p for p in paths}
+  assert keys.keys() == hf_t5_tensors().keys()
+  tree = checkpoint_import.params_from_hf_arrays(
+      {k: checkpoint_import.LazyArray((1,), None) for k in keys})
+  assert set(traverse_util.flatten_dict(tree)) == set(paths)
 
 
 def test_hf_import_has_the_exact_tree_of_our_network(tmp_path):
@@ -91,6 +114,8 @@ def test_restore_keeps_backbone_from_checkpoint_and_fresh_prompts(
     (lambda t: t.update(hf_t5_tensors(d_ff=32)), r'shape \(16, 32\).*\(16, 24\)'),
     (lambda t: t.update(hf_t5_tensors(num_layers=3)),
      'parameters the model lacks'),
+    (lambda t: t.update({'encoder.embed_tokens.weight': np.zeros(
+        (tiny_models.VOCAB, 16), np.float32)}), 'differs from shared.weight'),
 ])
 def test_mismatched_checkpoints_give_a_clear_error(tmp_path, edit, message):
   tensors = hf_t5_tensors()
@@ -149,3 +174,134 @@ def test_restore_keeps_the_sharding_of_jax_array_params(tmp_path):
   np.testing.assert_array_equal(
       restored['token_embedder']['embedding'],
       hf_t5_tensors()['shared.weight'])
+
+
+def write_t5x_msgpack_checkpoint(directory, params, dtype=ml_dtypes.bfloat16):
+  """t5x's format of the public checkpoints: msgpack `checkpoint` whose 2-D
+  leaves are zarr arrays (in `dtype`) named by relative TensorStore specs."""
+  os.makedirs(directory)
+
+  def leaf(path, value):
+    if value.ndim < 2:
+      return value  # Stored inline, as t5x does with small arrays.
+    name = 'target.' + '.'.join(path)
+    metadata = {'shape': list(value.shape), 'chunks': [4, 4],
+                'dtype': np.dtype(dtype).str if dtype != ml_dtypes.bfloat16
+                else 'bfloat16', 'compressor': {'id': 'gzip'}}
+    spec = {'driver': 'zarr', 'metadata': metadata,
+            'kvstore': {'driver': 'file', 'path': name}}
+    store = ts.open({**spec, 'kvstore': {
+        'driver': 'file', 'path': os.path.join(directory, name)}},
+                    create=True).result()
+    store.write(value.astype(dtype)).result()
+    return spec
+
+  target = traverse_util.unflatten_dict({
+      path: leaf(path, value)
+      for path, value in traverse_util.flatten_dict(params).items()})
+  with open(os.path.join(directory, 'checkpoint'), 'wb') as f:
+    f.write(serialization.msgpack_serialize(
+        {'version': 3, 'optimizer': {'target': target, 'state': {'step': 0}}}))
+
+
+def _bf16_rounded(params):
+  return jax.tree.map(
+      lambda x: np.asarray(x, ml_dtypes.bfloat16).astype(np.float32)
+      if x.ndim == 2 else x, params)
+
+
+def test_reads_t5x_msgpack_tensorstore_checkpoints_per_slice(tmp_path):
+  params = checkpoint_import.params_from_hf_t5(hf_t5_tensors())
+  write_t5x_msgpack_checkpoint(tmp_path / 'checkpoint_0', params)
+  opened = checkpoint_import.open_t5x_checkpoint(tmp_path / 'checkpoint_0')
+  kernel = opened['encoder']['layers_0']['mlp']['wi_0']['kernel']
+  assert kernel.read((slice(2, 4), slice(None))).shape == (2, 24)
+  read = traverse_util.flatten_dict(
+      checkpoint_import.read_t5x_checkpoint(tmp_path / 'checkpoint_0'))
+  expected = traverse_util.flatten_dict(_bf16_rounded(params))
+  assert read.keys() == expected.keys()
+  for path, value in expected.items():
+    assert read[path].dtype == np.float32
+    np.testing.assert_array_equal(read[path], value)
+
+
+def test_reads_t5x_orbax_checkpoints(tmp_path):
+  params = checkpoint_import.params_from_hf_t5(hf_t5_tensors())
+  ocp.PyTreeCheckpointer().save(
+      tmp_path / 'checkpoint_2' / 'state',
+      {'target': params, 'state': {'step': np.int32(2)}})
+  read = traverse_util.flatten_dict(
+      checkpoint_import.read_t5x_checkpoint(tmp_path / 'checkpoint_2'))
+  expected = traverse_util.flatten_dict(params)
+  assert read.keys() == expected.keys()
+  for path, value in expected.items():
+    np.testing.assert_array_equal(read[path], value)
+
+
+def sharded_restore_reads_only_device_shards(directory):
+  """On 2 devices: every source, sharded restore, reads recorded per param."""
+  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  assert jax.device_count() == 2
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ('x',))
+
+  def spec(path, value):
+    if path[0] == 'token_embedder' or value.shape[-1] % 2:
+      return P()  # Replicated: read once, not once per device.
+    return P(*[None] * (value.ndim - 1), 'x')  # Kernels: transposed in HF.
+
+  initial = {path: jax.device_put(value, NamedSharding(mesh, spec(path, value)))
+             for path, value in traverse_util.flatten_dict(
+                 _initial_params('global')).items()}
+  tensors = hf_t5_tensors()
+  write_safetensors(os.path.join(directory, 'model.safetensors'), tensors)
+  params = checkpoint_import.params_from_hf_t5(tensors)
+  write_t5x_msgpack_checkpoint(os.path.join(directory, 'checkpoint_0'), params)
+  for source, expected in ((directory, params), (
+      os.path.join(directory, 'checkpoint_0'), _bf16_rounded(params))):
+    reads = collections.defaultdict(list)
+
+    def recorded(path, value):
+      def read(index):
+        reads[path].append(index)
+        return value.read(index)
+      return checkpoint_import.LazyArray(value.shape, read)
+
+    opened = traverse_util.flatten_dict(
+        checkpoint_import.open_pretrained(source),
+        is_leaf=lambda _, v: isinstance(v, checkpoint_import.LazyArray))
+    restored = traverse_util.flatten_dict(checkpoint_import.merge_pretrained(
+        traverse_util.unflatten_dict(initial),
+        traverse_util.unflatten_dict(
+            {p: recorded(p, v) for p, v in opened.items()})))
+    expected = traverse_util.flatten_dict(expected)
+    assert reads.keys() == expected.keys()
+    for path, value in expected.items():
+      sharding = initial[path].sharding
+      shards = {str(i) for i in sharding.devices_indices_map(
+          value.shape).values()}
+      assert sorted(map(str, reads[path])) == sorted(shards), path
+      read_size = sum(np.empty(value.shape)[i].size for i in reads[path])
+      assert read_size == value.size, path  # Each element once.
+      if sharding.spec != P():
+        assert max(np.empty(value.shape)[i].size
+                   for i in reads[path]) == value.size // 2, path
+      assert restored[path].sharding == sharding
+      np.testing.assert_array_equal(np.asarray(restored[path]), value, path)
+
+
+_TWO_DEVICES = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    import test_checkpoint_import as t
+    t.sharded_restore_reads_only_device_shards({directory!r})
+""")
+
+
+def test_sharded_restore_reads_only_each_devices_part(tmp_path):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             JAX_PLATFORMS='cpu')
+  result = subprocess.run(
+      [sys.executable, '-c', _TWO_DEVICES.format(
+          tests=os.path.dirname(__file__), directory=str(tmp_path))],
+      env=env, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-3000:]
