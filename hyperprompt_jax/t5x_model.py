@@ -19,7 +19,6 @@ try:
   from t5x import adafactor  # pylint: disable=g-import-not-at-top
   from t5x import decoding  # pylint: disable=g-import-not-at-top
   from t5x import models  # pylint: disable=g-import-not-at-top
-  from t5x import state_utils  # pylint: disable=g-import-not-at-top
 except ImportError as e:
   raise ImportError(
       f'hyperprompt_jax.t5x_model needs t5x ({e}); t5x is not on PyPI, '
@@ -41,34 +40,6 @@ def hyperprompt_axis_rules():
   `standard_logical_axis_rules.additional_rules` (gin cannot name a constant).
   """
   return partitioning.HYPERPROMPT_AXIS_RULES
-
-
-def check_backbone_restored(ckpt_state, state):
-  """t5x restore transformation: only conditioning parameters may start fresh.
-
-  For `RestoreCheckpointConfig.state_transformation_fns` next to
-  `fallback_to_scratch` (which t5x requires it with): t5x would otherwise
-  silently initialise any parameter the checkpoint lacks.
-
-  Args:
-    ckpt_state: the checkpoint's state dict (`target`, `state`).
-    state: the model's freshly initialised state dict.
-
-  Returns:
-    `ckpt_state`, unchanged.
-
-  Raises:
-    ValueError: the checkpoint lacks a backbone parameter of the model.
-  """
-  in_ckpt = state_utils.flatten_state_dict(ckpt_state)
-  missing = [k for k in state_utils.flatten_state_dict(state)
-             if k.startswith('target/') and k not in in_ckpt and
-             not partitioning.is_conditioning_param(tuple(k.split('/')))]
-  if missing:
-    raise ValueError(
-        f'The checkpoint lacks backbone parameter {missing[0]} ({len(missing)} '
-        'missing); is it a T5.1.1 checkpoint of the model size?')
-  return ckpt_state
 
 
 def adafactor_logical_factor_rules():

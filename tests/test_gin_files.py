@@ -11,7 +11,8 @@ from hyperprompt_jax import network
 
 GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / 'gin'
 SIZES = ('tiny', 'small', 'base', 'large', 'xl', 'xxl')
-VARIANTS = ('none', 'share', 'sep', 'global', 'direct', 'prompt_tuning')
+VARIANTS = ('none', 'share', 'sep', 'global', 'direct', 'prompt_tuning',
+            'adapter', 'hyperformer')
 # T5.1.1 (emb_dim, num_heads, layers, mlp_dim) of the public checkpoints, as in
 # t5x/examples/t5/t5_1_1/<size>.gin; head_dim is 64 for all of them.
 PUBLIC_SIZES = {'small': (512, 6, 8, 1024), 'base': (768, 12, 12, 2048),
@@ -130,6 +131,7 @@ def test_t5x_finetune_runs_bind(monkeypatch, run, size):
   from t5x import partitioning as t5x_partitioning  # pylint: disable=g-import-not-at-top
   from t5x import utils  # pylint: disable=g-import-not-at-top
   from hyperprompt_jax import t5x_model  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax import t5x_restore  # pylint: disable=g-import-not-at-top
   _parse_t5x(['variants/global.gin', f't5x/models/t5_1_1_{size}.gin',
               f't5x/runs/{run}.gin'], monkeypatch,
              ["MODEL_DIR = '/tmp/unused'"])
@@ -144,7 +146,7 @@ def test_t5x_finetune_runs_bind(monkeypatch, run, size):
   assert restore.fallback_to_scratch
   # (gin hands over its registered wrapper of the function.)
   assert [f.__name__ for f in restore.state_transformation_fns] == [
-      t5x_model.check_backbone_restored.__name__]
+      t5x_restore.check_backbone_restored.__name__]
   rules = dict(gin.get_configurable(
       t5x_partitioning.standard_logical_axis_rules)())
   assert rules['tasks'] is None and rules['mlp'] == 'model'

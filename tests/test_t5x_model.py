@@ -84,17 +84,3 @@ def test_t5x_beam_search_returns_every_beam_per_task():
   other_scores = t5x.predict_batch_with_aux(
       params, other, num_decodes=3, return_all_decodes=True)[1]['scores']
   assert not np.allclose(other_scores, aux['scores'])
-
-
-@pytest.mark.t5x
-def test_t5x_restore_may_only_leave_conditioning_params_fresh():
-  from hyperprompt_jax import t5x_model  # pylint: disable=g-import-not-at-top
-  state = {'target': {'encoder': {'encoder_norm': {'scale': 1},
-                                  'hyperprompt': {'global_prompts': 2}}},
-           'state': {'step': 0}}
-  plain = {'target': {'encoder': {'encoder_norm': {'scale': 3}}},
-           'state': {'step': 9}}
-  assert t5x_model.check_backbone_restored(plain, state) is plain
-  with pytest.raises(ValueError, match='lacks backbone parameter '
-                     'target/encoder/encoder_norm/scale'):
-    t5x_model.check_backbone_restored({'target': {}, 'state': {}}, state)

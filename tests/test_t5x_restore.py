@@ -1,0 +1,44 @@
+"""t5x's restore transformation, called exactly as t5x.train calls it (no t5x
+needed)."""
+
+import functools
+
+import pytest
+
+from hyperprompt_jax import t5x_restore
+
+STATE = {'target': {'encoder': {'encoder_norm': {'scale': 1},
+                                'hyperprompt': {'global_prompts': 2}}},
+         'state': {'step': 0}}
+PLAIN = {'target': {'encoder': {'encoder_norm': {'scale': 3}}},
+         'state': {'step': 9}}
+
+
+def test_plain_checkpoint_may_only_leave_conditioning_params_fresh():
+  assert t5x_restore.check_backbone_restored(PLAIN, STATE) is PLAIN
+  with pytest.raises(ValueError, match='lacks backbone parameter '
+                     'target/encoder/encoder_norm/scale'):
+    t5x_restore.check_backbone_restored({'target': {}, 'state': {}}, STATE)
+
+
+def test_tensorstore_specs_are_leaves():
+  spec = {'driver': 'zarr', 'kvstore': {'driver': 'file', 'path': 'x'}}
+  ckpt = {'target': {'encoder': {'encoder_norm': {'scale': spec}}},
+          'state': {'step': 9}}
+  assert t5x_restore.check_backbone_restored(ckpt, STATE) is ckpt
+
+
+@pytest.mark.parametrize('is_resuming', [False, True])
+def test_the_call_t5x_train_makes(is_resuming):
+  # t5x.train: `functools.partial(fn, is_resuming=True)` for MODEL_DIR's own
+  # checkpoint; `fn(ckpt_state, state, is_resuming=False)` for the initial one.
+  fn = functools.partial(t5x_restore.check_backbone_restored,
+                         is_resuming=is_resuming)
+  assert fn(PLAIN, STATE) is PLAIN
+  # Resuming restores the run's own, complete checkpoint: nothing is checked.
+  incomplete = {'target': {}, 'state': {'step': 5}}
+  if is_resuming:
+    assert fn(incomplete, STATE) is incomplete
+  else:
+    with pytest.raises(ValueError, match='lacks backbone parameter'):
+      fn(incomplete, STATE)
