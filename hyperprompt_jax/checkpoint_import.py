@@ -110,7 +110,7 @@ _T5X_FIXED = {key: path for path, key in _HF_FIXED.items()}
 _HF_TIED = ('encoder.embed_tokens.weight', 'decoder.embed_tokens.weight')
 
 
-def _transposed_in_hf(path: Tuple[str, ...]) -> bool:
+def transposed_in_hf(path: Tuple[str, ...]) -> bool:
   """torch `Linear` weights are `[out, in]`, t5x kernels `[in, out]`; HF's
   relative-position table is `[buckets, heads]`, t5x's `[heads, buckets]`."""
   return path[-1] in ('kernel', 'rel_embedding')
@@ -180,7 +180,7 @@ def params_from_hf_arrays(tensors: Mapping[str, LazyArray]) -> Params:
                          'embeddings are not part of T5.1.1.')
       continue
     path = _t5x_path(key)
-    flat[path] = value.transposed() if _transposed_in_hf(path) else value
+    flat[path] = value.transposed() if transposed_in_hf(path) else value
   return traverse_util.unflatten_dict(flat)
 
 
@@ -331,7 +331,7 @@ def read_sharded(value: LazyArray, sharding: jax.sharding.Sharding,
                                                   shards)
 
 
-def _like(value: LazyArray, init_value) -> Any:
+def read_like(value: LazyArray, init_value) -> Any:
   """`value` with the dtype of `init_value` and, for a `jax.Array`, its
   sharding (each host reads only its devices' slices, so this works
   multi-host)."""
@@ -382,7 +382,7 @@ def merge_pretrained(initial: Params, pretrained: Params) -> Params:
           f'Parameter {name} has shape {value.shape} in the checkpoint '
           f'but {tuple(init_value.shape)} in the model; use the model size '
           'the checkpoint was trained with.')
-    merged[path] = _like(value, init_value)
+    merged[path] = read_like(value, init_value)
   return traverse_util.unflatten_dict(merged)
 
 
