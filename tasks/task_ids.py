@@ -23,11 +23,16 @@ def add_task_id(example: Mapping[str, tf.Tensor], task_id: int):
   return {**example, 'task_id': tf.constant(task_id, tf.int32)}
 
 
+def is_add_task_id(preprocessor) -> bool:
+  """Whether `preprocessor` is an `add_task_id` bound to an id."""
+  return (isinstance(preprocessor, functools.partial)
+          and preprocessor.func is add_task_id)
+
+
 def baked_task_id(task: seqio.Task) -> int:
   """The id that `task`'s `add_task_id` preprocessor writes."""
   for preprocessor in task.preprocessors:
-    if (isinstance(preprocessor, functools.partial)
-        and preprocessor.func is add_task_id):
+    if is_add_task_id(preprocessor):
       return preprocessor.keywords['task_id']
   raise ValueError(
       f"Task '{task.name}' has no add_task_id preprocessor; register it with "
