@@ -5,9 +5,12 @@ from typing import Callable
 
 from flax import linen as nn
 
-VARIANTS = ('none', 'share', 'sep', 'global', 'direct', 'prompt_tuning')
+VARIANTS = ('none', 'share', 'sep', 'global', 'direct', 'prompt_tuning',
+            'adapter', 'hyperformer')
 # Variants that prepend hyper-prompts to the keys/values of self-attention.
 LAYER_PROMPT_VARIANTS = ('share', 'sep', 'global', 'direct')
+# Variants that add per-task bottleneck adapters after the layers' blocks.
+ADAPTER_VARIANTS = ('adapter', 'hyperformer')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,10 +29,17 @@ class HyperPromptConfig:
     direct: per-task, per-layer key/value prompts learned directly.
     prompt_tuning: per-task soft prompts prepended to the encoder input
       embeddings (Lester et al., 2021); the whole model is still tuned.
+    adapter: per-task bottleneck adapters `x + U relu(D x)` (Houlsby et al.,
+      2019) on the output of the self-attention and MLP blocks of every
+      conditioned layer (cross-attention untouched).
+    hyperformer: the same adapters with `D, U` generated from the task
+      projection `I = MLP([k_tau; z_m; p])` of task, layer and adapter
+      position embeddings (HyperFormer++, Karimi Mahabadi et al., 2021).
 
   Defaults are this project's: `prompt_length` 16 and a bottleneck of 32 keep
   the added parameters well under 1% of T5.1.1-Base, the regime the paper
-  reports; sweep them as its ablations do.
+  reports; sweep them as its ablations do. `adapter_dim` 24 is HyperFormer++'s
+  reduction factor 32 on T5-Base (768 / 32).
 
   Attributes:
     variant: one of `VARIANTS`.
@@ -37,13 +47,21 @@ class HyperPromptConfig:
     prompt_length: prompt slots l per layer (tokens for `prompt_tuning`).
     bottleneck_dim: bottleneck b of the local HyperNetworks.
     task_embed_dim: width t of task, layer and layer-aware task embeddings.
-    task_mlp_dim: hidden width of the MLP producing `I` (`global`).
-    encoder: condition the encoder's self-attention layers.
-    decoder: condition the decoder's self-attention layers.
-    dropout_rate: dropout on the HyperNetwork bottleneck activations.
+    task_mlp_dim: hidden width of the MLP producing `I` (`global`,
+      `hyperformer`).
+    adapter_dim: bottleneck width a of the adapters (`adapter`,
+      `hyperformer`).
+    encoder: condition the encoder's layers.
+    decoder: condition the decoder's layers.
+    dropout_rate: dropout on the HyperNetwork and adapter bottleneck
+      activations.
     prompt_init: initializer of global prompts and directly learned prompts.
-    embedding_init: initializer of task and layer embeddings.
-    kernel_init: initializer of HyperNetwork kernels.
+    embedding_init: initializer of task, layer and position embeddings.
+    kernel_init: initializer of HyperNetwork kernels and adapter
+      down-projections (and of their generator for `hyperformer`).
+    adapter_up_init: initializer of adapter up-projections (and of their
+      generator for `hyperformer`). Near zero, so a fresh adapter is close to
+      the identity and does not disturb a pre-trained backbone.
   """
 
   variant: str = 'none'
@@ -52,6 +70,7 @@ class HyperPromptConfig:
   bottleneck_dim: int = 32
   task_embed_dim: int = 32
   task_mlp_dim: int = 64
+  adapter_dim: int = 24
   encoder: bool = True
   decoder: bool = True
   dropout_rate: float = 0.0
@@ -59,13 +78,14 @@ class HyperPromptConfig:
   embedding_init: Callable = nn.initializers.normal(stddev=1.0)
   kernel_init: Callable = nn.initializers.variance_scaling(
       1.0, 'fan_in', 'truncated_normal')
+  adapter_up_init: Callable = nn.initializers.normal(stddev=1e-3)
 
   def __post_init__(self):
     if self.variant not in VARIANTS:
       raise ValueError(f'Unknown HyperPrompt variant {self.variant!r}; '
                        f'choose one of {", ".join(VARIANTS)}.')
     for name in ('num_tasks', 'prompt_length', 'bottleneck_dim',
-                 'task_embed_dim', 'task_mlp_dim'):
+                 'task_embed_dim', 'task_mlp_dim', 'adapter_dim'):
       if getattr(self, name) < 1:
         raise ValueError(f'HyperPromptConfig.{name} must be >= 1, '
                          f'got {getattr(self, name)}.')
@@ -79,6 +99,16 @@ class HyperPromptConfig:
   def conditions_decoder(self) -> bool:
     """Whether decoder self-attention layers get hyper-prompts."""
     return self.variant in LAYER_PROMPT_VARIANTS and self.decoder
+
+  @property
+  def adapts_encoder(self) -> bool:
+    """Whether encoder layers get task adapters."""
+    return self.variant in ADAPTER_VARIANTS and self.encoder
+
+  @property
+  def adapts_decoder(self) -> bool:
+    """Whether decoder layers get task adapters."""
+    return self.variant in ADAPTER_VARIANTS and self.decoder
 
   @property
   def prompts_encoder_input(self) -> bool:

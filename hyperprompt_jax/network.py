@@ -2,7 +2,7 @@
 
 With `HyperPromptConfig(variant='none')` the parameter tree and logical axes
 are those of t5x's minimal T5.1.1 network, so its checkpoints restore as-is;
-other variants add `hyperprompt` (or `input_prompt`) subtrees.
+other variants add `hyperprompt`, `input_prompt` or `adapters` subtrees.
 """
 
 from typing import Any, Sequence
@@ -11,6 +11,8 @@ from flax import linen as nn
 from flax import struct
 import jax.numpy as jnp
 
+from hyperprompt_jax import adapter
+from hyperprompt_jax import adapter_generator
 from hyperprompt_jax import attention
 from hyperprompt_jax import dense
 from hyperprompt_jax import embedding
@@ -87,47 +89,83 @@ def _layer_prompts(routed, layer: int) -> attention.Prompts | None:
   return attention.Prompts(keys[layer], values[layer], mask)
 
 
+def _routed_adapters(cfg: T5Config, hp: hp_config.HyperPromptConfig,
+                     num_layers: int, task_ids, packed: bool):
+  kernels = adapter_generator.AdapterGenerator(
+      config=hp, num_layers=num_layers, emb_dim=cfg.emb_dim, dtype=cfg.dtype,
+      name='adapters')()
+  return adapter.route_adapters(kernels, task_ids, packed)
+
+
+def _adapted(hp: hp_config.HyperPromptConfig, routed, layer: int,
+             position: str, block, deterministic: bool):
+  """`block`, followed by its task adapter when the stack has adapters."""
+  if routed is None:
+    return block
+  return lambda y: adapter.TaskAdapter(
+      dropout_rate=hp.dropout_rate, name=f'{position}_adapter')(
+          block(y), routed.at(layer, position), deterministic)
+
+
 class EncoderLayer(nn.Module):
-  """Pre-norm self-attention and MLP blocks, `[batch, len, embed]` in and out."""
+  """Pre-norm self-attention and MLP blocks, `[batch, len, embed]` in and out.
+
+  Attributes:
+    config: backbone hyperparameters.
+    hyperprompt: task conditioning (read for its adapter dropout).
+    relative_embedding: the stack's relative position biases.
+    index: this layer's index in its stack (selects its adapters).
+  """
 
   config: T5Config
+  hyperprompt: hp_config.HyperPromptConfig
   relative_embedding: nn.Module
+  index: int
 
   @nn.compact
   def __call__(self, inputs, encoder_mask=None, prompts=None,
-               deterministic=False):
+               deterministic=False, adapters=None):
     cfg = self.config
+    adapted = lambda position, block: _adapted(
+        self.hyperprompt, adapters, self.index, position, block, deterministic)
     length = inputs.shape[-2]
     bias = self.relative_embedding(length, length, True)
     x = _residual(
         cfg, 'pre_attention_layer_norm',
-        lambda y: _attention(cfg, 'attention')(
-            y, y, encoder_mask, bias, prompts, deterministic=deterministic),
+        adapted('attention', lambda y: _attention(cfg, 'attention')(
+            y, y, encoder_mask, bias, prompts, deterministic=deterministic)),
         inputs, deterministic)
     return _residual(cfg, 'pre_mlp_layer_norm',
-                     lambda y: _mlp_block(cfg, y, deterministic), x,
-                     deterministic)
+                     adapted('mlp', lambda y: _mlp_block(cfg, y, deterministic)),
+                     x, deterministic)
 
 
 class DecoderLayer(nn.Module):
-  """Causal self-attention (with prompts), cross-attention and MLP blocks."""
+  """Causal self-attention (with prompts), cross-attention and MLP blocks.
+
+  Attributes: as `EncoderLayer`'s. Cross-attention gets no adapter.
+  """
 
   config: T5Config
+  hyperprompt: hp_config.HyperPromptConfig
   relative_embedding: nn.Module
+  index: int
 
   @nn.compact
   def __call__(self, inputs, encoded, decoder_mask=None,
                encoder_decoder_mask=None, prompts=None, deterministic=False,
-               decode=False, max_decode_length=None):
+               decode=False, max_decode_length=None, adapters=None):
     cfg = self.config
+    adapted = lambda position, block: _adapted(
+        self.hyperprompt, adapters, self.index, position, block, deterministic)
     length = max_decode_length if decode and max_decode_length else (
         inputs.shape[-2])
     bias = self.relative_embedding(length, length, False)
     x = _residual(
         cfg, 'pre_self_attention_layer_norm',
-        lambda y: _attention(cfg, 'self_attention')(
+        adapted('attention', lambda y: _attention(cfg, 'self_attention')(
             y, y, decoder_mask, bias, prompts, deterministic=deterministic,
-            decode=decode),
+            decode=decode)),
         inputs, deterministic)
     x = _residual(
         cfg, 'pre_cross_attention_layer_norm',
@@ -135,8 +173,8 @@ class DecoderLayer(nn.Module):
             y, encoded, encoder_decoder_mask, deterministic=deterministic),
         x, deterministic)
     return _residual(cfg, 'pre_mlp_layer_norm',
-                     lambda y: _mlp_block(cfg, y, deterministic), x,
-                     deterministic)
+                     adapted('mlp', lambda y: _mlp_block(cfg, y, deterministic)),
+                     x, deterministic)
 
 
 class Encoder(nn.Module):
@@ -181,12 +219,18 @@ class Encoder(nn.Module):
       keys, values = _prompt_generator(cfg, hp, cfg.num_encoder_layers)(
           deterministic)
       routed = prompt_generator.route_prompts(keys, values, task_ids, packed)
+    adapters = None
+    if hp.adapts_encoder:
+      task_ids = prompt_generator.check_task_ids(encoder_task_ids,
+                                                 'encoder_task_ids')
+      adapters = _routed_adapters(cfg, hp, cfg.num_encoder_layers, task_ids,
+                                  packed)
 
     for i in range(cfg.num_encoder_layers):
-      x = EncoderLayer(config=cfg, relative_embedding=rel_emb,
-                       name=f'layers_{i}')(
+      x = EncoderLayer(config=cfg, hyperprompt=hp, relative_embedding=rel_emb,
+                       index=i, name=f'layers_{i}')(
                            x, encoder_mask, _layer_prompts(routed, i),
-                           deterministic)
+                           deterministic, adapters=adapters)
     x = normalization.LayerNorm(dtype=cfg.dtype, name='encoder_norm')(x)
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
@@ -225,14 +269,17 @@ class Decoder(nn.Module):
     y = _dropout(cfg, y, deterministic).astype(cfg.dtype)
 
     routed = self._prompts(decoder_task_ids, packed, deterministic, decode)
+    adapters = self._adapters(decoder_task_ids, packed, decode)
     for i in range(cfg.num_decoder_layers):
-      y = DecoderLayer(config=cfg, relative_embedding=rel_emb,
+      y = DecoderLayer(config=cfg, hyperprompt=self.hyperprompt,
+                       relative_embedding=rel_emb, index=i,
                        name=f'layers_{i}')(
                            y, encoded, decoder_mask=decoder_mask,
                            encoder_decoder_mask=encoder_decoder_mask,
                            prompts=_layer_prompts(routed, i),
                            deterministic=deterministic, decode=decode,
-                           max_decode_length=max_decode_length)
+                           max_decode_length=max_decode_length,
+                           adapters=adapters)
     y = normalization.LayerNorm(dtype=cfg.dtype, name='decoder_norm')(y)
     y = _dropout(cfg, y, deterministic)
     if cfg.logits_via_embedding:
@@ -264,6 +311,21 @@ class Decoder(nn.Module):
     self.put_variable('cache', 'prompt_keys', row_keys)
     self.put_variable('cache', 'prompt_values', row_values)
     return jnp.swapaxes(row_keys, 0, 1), jnp.swapaxes(row_values, 0, 1), None
+
+  def _adapters(self, decoder_task_ids, packed, decode):
+    """Routed decoder adapters; cached steps read each row's task id."""
+    cfg, hp = self.config, self.hyperprompt
+    if not hp.adapts_decoder:
+      return None
+    if decode and self.has_variable('cache', 'adapter_task_ids'):
+      # A cached step: one token per row, of the row's task.
+      task_ids = self.get_variable('cache', 'adapter_task_ids')[:, None]
+    else:
+      task_ids = prompt_generator.check_task_ids(decoder_task_ids,
+                                                 'decoder_task_ids')
+      if decode:
+        self.put_variable('cache', 'adapter_task_ids', task_ids[:, 0])
+    return _routed_adapters(cfg, hp, cfg.num_decoder_layers, task_ids, packed)
 
 
 class Transformer(nn.Module):

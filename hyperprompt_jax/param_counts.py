@@ -1,5 +1,6 @@
 """Closed-form parameter counts of the backbone and of every variant."""
 
+from hyperprompt_jax import adapter
 from hyperprompt_jax import hyperprompt_config as hp_config
 
 NUM_RELPOS_BUCKETS = 32
@@ -54,20 +55,44 @@ def stack_conditioning_param_count(hp: hp_config.HyperPromptConfig,
   }[hp.variant]
 
 
+def stack_adapter_param_count(hp: hp_config.HyperPromptConfig,
+                              num_layers: int, emb_dim: int) -> int:
+  """Adapter parameters of one stack of M = `num_layers` layers.
+
+  With P = 2 adapter positions (after self-attention, after the MLP), T
+  tasks, d = emb_dim, a adapter_dim, t task_embed_dim, h task_mlp_dim:
+    adapter:     2 M P T d a
+    hyperformer: T t + M t + P t + (3 t h + h) + (h t + t) + 2 t d a
+  `adapter` grows with T x M; `hyperformer` adds T t per task.
+  """
+  T, M, P = hp.num_tasks, num_layers, len(adapter.POSITIONS)
+  d, a = emb_dim, hp.adapter_dim
+  t, h = hp.task_embed_dim, hp.task_mlp_dim
+  return {
+      'adapter': 2 * M * P * T * d * a,
+      'hyperformer': (T * t + M * t + P * t + (3 * t * h + h) + (h * t + t)
+                      + 2 * t * d * a),
+  }[hp.variant]
+
+
 def conditioning_param_count(hp: hp_config.HyperPromptConfig, config) -> int:
   """All task-conditioning parameters added to the backbone.
 
-  Layer-prompt variants: the per-stack count summed over the conditioned
-  stacks. `prompt_tuning`: T l d. `none`: 0.
+  Layer-prompt and adapter variants: the per-stack count summed over the
+  conditioned stacks. `prompt_tuning`: T l d. `none`: 0.
   """
   if hp.prompts_encoder_input:
     return hp.num_tasks * hp.prompt_length * config.emb_dim
   joined_kv = config.num_heads * config.head_dim
+  stacks = ((hp.encoder, config.num_encoder_layers),
+            (hp.decoder, config.num_decoder_layers))
   total = 0
-  if hp.conditions_encoder:
-    total += stack_conditioning_param_count(
-        hp, config.num_encoder_layers, config.emb_dim, joined_kv)
-  if hp.conditions_decoder:
-    total += stack_conditioning_param_count(
-        hp, config.num_decoder_layers, config.emb_dim, joined_kv)
+  for conditioned, num_layers in stacks:
+    if not conditioned:
+      continue
+    if hp.variant in hp_config.LAYER_PROMPT_VARIANTS:
+      total += stack_conditioning_param_count(hp, num_layers, config.emb_dim,
+                                              joined_kv)
+    elif hp.variant in hp_config.ADAPTER_VARIANTS:
+      total += stack_adapter_param_count(hp, num_layers, config.emb_dim)
   return total

@@ -1,13 +1,16 @@
 """Logical axis rules for sharding the network over a ('data', 'model') mesh."""
 
-# Axes of the hyper-prompt parameters. They are small, so they replicate;
-# their head axis is `joined_kv`, sharded like the attention kernels.
+# Axes of the task-conditioning parameters (hyper-prompts and adapters). They
+# are small, so they replicate; their head axis is `joined_kv`, sharded like the
+# attention kernels, and their model axis `embed` follows the backbone's rule.
 HYPERPROMPT_AXIS_RULES = (
     ('tasks', None),
     ('prompt_length', None),
     ('prompt_bottleneck', None),
     ('task_embed', None),
     ('task_mlp', None),
+    ('adapter_position', None),
+    ('adapter_bottleneck', None),
 )
 
 # The backbone's rules, as t5x's standard 1-D parameter partitioning.
@@ -28,7 +31,7 @@ BACKBONE_AXIS_RULES = (
 )
 
 # Modules holding the task-conditioning parameters.
-CONDITIONING_MODULES = ('hyperprompt', 'input_prompt')
+CONDITIONING_MODULES = ('hyperprompt', 'input_prompt', 'adapters')
 
 
 def logical_axis_rules(

@@ -1,10 +1,10 @@
 """Hyper-prompt generators: every layer's key/value prompts for every task."""
 
 from flax import linen as nn
-from flax.linen import partitioning as nn_partitioning
 import jax.numpy as jnp
 
 from hyperprompt_jax import hyperprompt_config as hp_config
+from hyperprompt_jax import hypernetwork
 
 
 class HyperPromptGenerator(nn.Module):
@@ -50,9 +50,7 @@ class HyperPromptGenerator(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   def _param(self, name, init, shape, axes):
-    return jnp.asarray(
-        nn_partitioning.param_with_axes(name, init, shape, jnp.float32,
-                                        axes=axes), self.dtype)
+    return hypernetwork.param(name, init, shape, axes, self.dtype)
 
   @nn.compact
   def __call__(self, deterministic: bool = True):
@@ -133,25 +131,11 @@ class HyperPromptGenerator(nn.Module):
   def _layer_aware_task_embeddings(self):
     """`I[tau, m] = MLP([k_tau; z_m])`, shape `[T, M, t]`."""
     cfg = self.config
-    t = cfg.task_embed_dim
-    tasks = self._param('task_embedding', cfg.embedding_init,
-                        (cfg.num_tasks, t), ('tasks', 'task_embed'))
-    layers = self._param('layer_embedding', cfg.embedding_init,
-                         (self.num_layers, t), ('layers', 'task_embed'))
-    pairs = jnp.concatenate([
-        jnp.broadcast_to(tasks[:, None], (cfg.num_tasks, self.num_layers, t)),
-        jnp.broadcast_to(layers[None], (cfg.num_tasks, self.num_layers, t)),
-    ], axis=-1)
-    hidden = nn.relu(self._dense(pairs, cfg.task_mlp_dim, 'task_mlp_hidden',
-                                 ('task_embed', 'task_mlp')))
-    return self._dense(hidden, t, 'task_mlp_out', ('task_mlp', 'task_embed'))
-
-  def _dense(self, x, features, name, axes):
-    kernel = self._param(f'{name}_kernel', self.config.kernel_init,
-                         (x.shape[-1], features), axes)
-    bias = self._param(f'{name}_bias', nn.initializers.zeros, (features,),
-                       axes[-1:])
-    return x @ kernel + bias
+    return hypernetwork.task_projection(
+        (('task_embedding', cfg.num_tasks, 'tasks'),
+         ('layer_embedding', self.num_layers, 'layers')),
+        cfg.task_embed_dim, cfg.task_mlp_dim, cfg.embedding_init,
+        cfg.kernel_init, self.dtype)
 
 
 def route_prompts(keys: jnp.ndarray, values: jnp.ndarray,

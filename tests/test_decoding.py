@@ -59,7 +59,8 @@ def _greedy_by_full_passes(model, params, batch):
 
 
 @pytest.mark.parametrize('variant',
-                         ['none', 'share', 'global', 'direct', 'prompt_tuning'])
+                         ['none', 'share', 'global', 'direct', 'prompt_tuning',
+                          'adapter', 'hyperformer'])
 def test_cached_greedy_equals_full_forward_argmax(variant):
   model = _model(variant)
   batch = _batch()

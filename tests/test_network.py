@@ -144,7 +144,8 @@ def _example_losses(logits, targets, segments):
   return [token_loss[segments == s].sum() for s in (1, 2)]
 
 
-@pytest.mark.parametrize('variant', tm.LAYER_PROMPT_VARIANTS + ('none',))
+@pytest.mark.parametrize('variant', tm.LAYER_PROMPT_VARIANTS +
+                         tm.ADAPTER_VARIANTS + ('none',))
 def test_packed_and_unpacked_losses_match(variant):
   module = tm.transformer(variant)
   batch = tm.unpacked_batch(task_ids=(2, 0))

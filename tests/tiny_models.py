@@ -12,8 +12,10 @@ from hyperprompt_jax import network
 
 VOCAB = 32
 NUM_TASKS = 3
-CONDITIONED_VARIANTS = ('share', 'sep', 'global', 'direct', 'prompt_tuning')
+CONDITIONED_VARIANTS = ('share', 'sep', 'global', 'direct', 'prompt_tuning',
+                        'adapter', 'hyperformer')
 LAYER_PROMPT_VARIANTS = hyperprompt_config.LAYER_PROMPT_VARIANTS
+ADAPTER_VARIANTS = hyperprompt_config.ADAPTER_VARIANTS
 
 
 def t5_config(**overrides) -> network.T5Config:
@@ -26,7 +28,8 @@ def t5_config(**overrides) -> network.T5Config:
 
 def hp_config(variant: str, **overrides):
   kwargs = dict(variant=variant, num_tasks=NUM_TASKS, prompt_length=3,
-                bottleneck_dim=4, task_embed_dim=5, task_mlp_dim=6)
+                bottleneck_dim=4, task_embed_dim=5, task_mlp_dim=6,
+                adapter_dim=4)
   kwargs.update(overrides)
   return hyperprompt_config.HyperPromptConfig(**kwargs)
 
