@@ -5,6 +5,9 @@ Every task reads the same kind of input, a string of 4-8 digits such as
 prefix of one shared pool per split), each time with a different target.
 Inputs carry no task prefix, so only the task id says which mapping to apply:
 a model without task conditioning cannot beat guessing on the conflicts.
+`synthetic_prefixed_mixture` holds the same tasks with the task name before
+the input ('reverse: 47193'), as T5 writes GLUE inputs: the fair setting for
+comparing conditioning methods against plain multi-task T5.
 Sizes span 100x (20000 to 200 training examples). Data are generated in
 memory, deterministically from `synthetic_data_seed.seed`; evaluation inputs
 never occur in training.
@@ -24,6 +27,7 @@ from hyperprompt_jax.tasks import mixtures
 from hyperprompt_jax.tasks import postprocessors
 
 MIXTURE_NAME = 'synthetic_mixture'
+PREFIXED_MIXTURE_NAME = 'synthetic_prefixed_mixture'
 MIN_DIGITS, MAX_DIGITS = 4, 8
 EVAL_SIZE = 200
 # Evaluation splits come first: each split excludes the inputs of those before.
@@ -120,20 +124,35 @@ def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *,
       {'inputs': list(inputs), 'targets': list(targets)})
 
 
-def task_name(name: str) -> str:
-  """Registered name of synthetic task `name`, e.g. 'synthetic_reverse'."""
-  return f'synthetic_{name}'
+@seqio.map_over_dataset
+def _prefix_inputs(x, prefix: str):
+  return {**x, 'inputs': tf.strings.join([prefix, x['inputs']])}
 
 
-def register() -> None:
-  """Registers the synthetic tasks and `synthetic_mixture` (byte vocabulary)."""
+def task_name(name: str, prefixed: bool = False) -> str:
+  """Registered name of synthetic task `name`, e.g. 'synthetic_reverse' or,
+  prefixed, 'synthetic_prefixed_reverse'."""
+  return f'synthetic_prefixed_{name}' if prefixed else f'synthetic_{name}'
+
+
+def _register(mixture_name: str, prefixed: bool) -> None:
   specs = [
       mixtures.TaskSpec(
-          task_name(name),
+          task_name(name, prefixed),
           seqio.FunctionDataSource(
               functools.partial(_dataset_fn, name=name), splits=SPLITS,
               num_input_examples=split_sizes(name)),
-          preprocessors=[], postprocess_fn=task.postprocess_fn,
-          metric_fns=task.metric_fns)
+          preprocessors=[functools.partial(_prefix_inputs,
+                                           prefix=f'{name}: ')]
+          if prefixed else [],
+          postprocess_fn=task.postprocess_fn, metric_fns=task.metric_fns)
       for name, task in SYNTHETIC_TASKS.items()]
-  mixtures.register_mixture(MIXTURE_NAME, specs, seqio.ByteVocabulary())
+  mixtures.register_mixture(mixture_name, specs, seqio.ByteVocabulary())
+
+
+def register() -> None:
+  """Registers the synthetic tasks and mixtures (byte vocabulary):
+  `synthetic_mixture` and `synthetic_prefixed_mixture`, with the same task
+  ids in the same order."""
+  _register(MIXTURE_NAME, prefixed=False)
+  _register(PREFIXED_MIXTURE_NAME, prefixed=True)

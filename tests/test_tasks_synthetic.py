@@ -1,5 +1,7 @@
 """The built-in synthetic mixture: determinism, conflicts, sizes, rates."""
 
+import pathlib
+
 import gin
 import pytest
 import seqio
@@ -89,9 +91,10 @@ def test_mixing_rates_follow_gin(gin_scope):
   assert mixture.get_rate(reverse) == pytest.approx(1000)
 
 
-def test_perfect_and_wrong_predictions_score():
+@pytest.mark.parametrize('prefixed', [False, True])
+def test_perfect_and_wrong_predictions_score(prefixed):
   for name, task in synthetic.SYNTHETIC_TASKS.items():
-    registered = seqio.get_mixture_or_task(synthetic.task_name(name))
+    registered = seqio.get_mixture_or_task(synthetic.task_name(name, prefixed))
     targets = [registered.postprocess_fn(t, is_target=True)
                for _, t in _texts(registered.name)]
     wrong = [registered.postprocess_fn('?') for _ in targets]
@@ -117,3 +120,52 @@ def test_benchmark_vocabulary_follows_gin_bound_after_import(gin_scope):
   gin.bind_parameter('hyperprompt_jax.tasks.get_vocabulary.kind', 'words')
   with pytest.raises(ValueError, match="Unknown vocabulary kind 'words'"):
     hp_tasks.get_vocabulary()
+
+
+def test_prefixed_tasks_put_the_task_name_before_the_same_examples():
+  for name in synthetic.SYNTHETIC_TASKS:
+    plain = _texts(synthetic.task_name(name))
+    prefixed = _texts(synthetic.task_name(name, prefixed=True))
+    assert prefixed == [(f'{name}: {x}', y) for x, y in plain]
+
+
+def test_prefixed_mixture_keeps_ids_sizes_and_metrics(gin_scope):
+  del gin_scope
+  plain = hp_tasks.task_id_map(synthetic.MIXTURE_NAME)
+  prefixed = hp_tasks.task_id_map(synthetic.PREFIXED_MIXTURE_NAME)
+  assert list(prefixed) == [synthetic.task_name(n, prefixed=True)
+                            for n in synthetic.SYNTHETIC_TASKS]
+  assert list(prefixed.values()) == list(plain.values())
+  for name in synthetic.SYNTHETIC_TASKS:
+    a = seqio.get_mixture_or_task(synthetic.task_name(name))
+    b = seqio.get_mixture_or_task(synthetic.task_name(name, prefixed=True))
+    assert b.metric_fns == a.metric_fns
+    for split in synthetic.SPLITS:
+      assert b.num_input_examples(split) == a.num_input_examples(split)
+  gin.bind_parameter('hyperprompt_jax.tasks.mixing_rate.temperature', 2.0)
+  mixture = seqio.get_mixture_or_task(synthetic.PREFIXED_MIXTURE_NAME)
+  reverse = seqio.get_mixture_or_task('synthetic_prefixed_reverse')
+  seven = seqio.get_mixture_or_task('synthetic_prefixed_contains_seven')
+  assert mixture.get_rate(reverse) / mixture.get_rate(seven) == pytest.approx(
+      10)
+
+
+def test_longest_prefixed_input_fits_the_synthetic_runs(gin_scope):
+  """No prefixed input is truncated at the runs' TASK_FEATURE_LENGTHS."""
+  del gin_scope
+  gin.add_config_file_search_path(str(pathlib.Path(__file__).parents[1] /
+                                      'gin'))
+  gin.parse_config_files_and_bindings(
+      ['runs/synthetic_tiny_base.gin'], ["MODEL_DIR = '/tmp/unused'"],
+      finalize_config=False)
+  lengths = gin.query_parameter('TASK_FEATURE_LENGTHS/macro.value')
+  vocabulary = seqio.ByteVocabulary()
+  longest = max(
+      len(vocabulary.encode(f'{name}: ' + '9' * synthetic.MAX_DIGITS))
+      for name in synthetic.SYNTHETIC_TASKS) + 1  # EOS
+  assert longest <= lengths['inputs']
+  ds = seqio.get_mixture_or_task('synthetic_prefixed_contains_seven').get_dataset(
+      lengths, split='validation', shuffle=False)
+  for ex in ds.as_numpy_iterator():
+    assert ex['inputs'][-1] == 1  # Ends with EOS: nothing was cut.
+    assert len(ex['inputs']) <= longest
