@@ -30,6 +30,7 @@ from flax import serialization
 from flax import traverse_util
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import safetensors
 import tensorstore as ts
 
@@ -246,7 +247,6 @@ def _open_msgpack_target(ckpt_file: epath.Path) -> Params:
 def _open_orbax_target(state_dir: epath.Path) -> Params:
   """`target` of t5x's Orbax format: zarr arrays named by their '.'-joined
   path, in an OCDBT key-value store when `manifest.ocdbt` exists."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   metadata = ocp.PyTreeCheckpointer().metadata(state_dir).item_metadata
   base = os.fspath(state_dir)
   base = base if '://' in base else 'file://' + os.path.abspath(base)

@@ -14,8 +14,8 @@ latest step is exported unless `--step` names one. `--output` receives:
   task_ids.json            the run's task name -> id map
   config.gin               the run's gin config, which rebuilds the model
 
-transformers loads the backbone alone (`T5ForConditionalGeneration.
-from_pretrained(DIR)`): vanilla T5.1.1, without the task conditioning.
+transformers loads the backbone alone, as vanilla T5.1.1 without the task
+conditioning: `T5ForConditionalGeneration.from_pretrained(DIR)`.
 `checkpoint_import.restore_pretrained(params, DIR)` then
 `restore_conditioning(params, DIR)` load all of it into a HyperPrompt model.
 """
