@@ -1,24 +1,40 @@
-"""orbax checkpoints of the train state plus the data position.
+"""orbax checkpoints of the train state plus the input pipeline's state.
 
-Layout: `MODEL_DIR/checkpoints/<step>/{state,data}`. `state` is the sharded
-`TrainState` (restored straight into its target shardings); `data` is JSON
-with the number of batches consumed. Saves are atomic (orbax writes to a
+Layout: `MODEL_DIR/checkpoints/<step>/{state,data,pipeline}`. `state` is the
+sharded `TrainState` (restored straight into its target shardings); `data` is
+JSON with the number of batches consumed; `pipeline` is each process's tf.data
+iterator state (`iterator_checkpoint`). Saves are atomic (orbax writes to a
 temporary directory then renames), so an interrupted save never shadows the
 previous checkpoint.
+
+Resuming never loses data: a latest checkpoint that cannot be read is moved
+aside to `MODEL_DIR/checkpoints_unreadable/` (never deleted) and the previous
+one is used; a checkpoint of another model (variant, size, number of tasks)
+is an error that names the first parameter that differs.
 """
 
 import dataclasses
 import pathlib
+import shutil
 from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
+from hyperprompt_jax import data as data_lib
+from hyperprompt_jax import iterator_checkpoint
 from hyperprompt_jax import train_state as train_state_lib
+
+UNREADABLE_DIR = 'checkpoints_unreadable'
 
 
 class CheckpointError(RuntimeError):
-  """A missing or unreadable checkpoint; the message is one line."""
+  """A missing, unreadable or mismatching checkpoint; the message is one line."""
+
+
+class CheckpointMismatchError(CheckpointError):
+  """A readable checkpoint of another model (variant, size, tasks)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +53,47 @@ def checkpoint_dir(model_dir: str) -> pathlib.Path:
   return pathlib.Path(model_dir) / 'checkpoints'
 
 
+def _key_name(key) -> str:
+  for attr in ('name', 'key', 'idx'):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def _shapes_by_path(tree: Any) -> dict[str, tuple[int, ...]]:
+  """'/'-joined key path -> shape of every leaf with a shape."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {'/'.join(_key_name(k) for k in path): tuple(leaf.shape)
+          for path, leaf in leaves if hasattr(leaf, 'shape')}
+
+
+def tree_mismatch(expected: Any, found: Any) -> Optional[str]:
+  """How `found` (a checkpoint's tree) differs from `expected`, or None.
+
+  Names the first differing parameter (in `expected`'s order) with its
+  expected and found shape.
+  """
+  want, have = _shapes_by_path(expected), _shapes_by_path(found)
+  for path, shape in want.items():
+    if path not in have:
+      return f'{path} (shape {shape}) is missing from the checkpoint'
+    if have[path] != shape:
+      return f'{path} has shape {have[path]} in the checkpoint, {shape} in the model'
+  extra = [path for path in have if path not in want]
+  if extra:
+    return (f'{extra[0]} (shape {have[extra[0]]}) is in the checkpoint but not '
+            'in the model')
+  return None
+
+
+def _first_line(e: Exception) -> str:
+  text = str(e).strip()
+  return f'{type(e).__name__}: {text.splitlines()[0][:200]}' if text else (
+      type(e).__name__)
+
+
 class Checkpointer:
-  """Saves and restores (TrainState, data position) under a model dir."""
+  """Saves and restores (TrainState, input pipeline) under a model dir."""
 
   def __init__(self, model_dir: str, cfg: CheckpointConfig = CheckpointConfig(),
                read_only: bool = False):
@@ -47,24 +102,36 @@ class Checkpointer:
       raise CheckpointError(
           f'no checkpoints in {self.directory}: pass the MODEL_DIR of a '
           'training run (it holds checkpoints/<step>/)')
-    self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=cfg.keep, save_interval_steps=cfg.period,
-            read_only=read_only, create=not read_only),
-        item_names=('state', 'data'))
+    self._options = ocp.CheckpointManagerOptions(
+        max_to_keep=cfg.keep, save_interval_steps=cfg.period,
+        read_only=read_only, create=not read_only)
+    self._manager = self._new_manager()
+
+  def _new_manager(self) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(self.directory, options=self._options,
+                                 item_names=('state', 'data', 'pipeline'))
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
-  def save(self, state: train_state_lib.TrainState, data_position: int,
-           force: bool = False) -> bool:
-    """Saves at `state.step` if due (or `force`); returns whether it did."""
+  def reached_preemption(self, step: int) -> bool:
+    """Whether all processes agreed to stop at `step` (JAX's preemption
+    sync point; False where the distributed runtime does not provide it)."""
+    return self._manager.reached_preemption(step)
+
+  def save(self, state: train_state_lib.TrainState,
+           batches: data_lib.BatchIterator, force: bool = False) -> bool:
+    """Saves at `state.step` if due (or `force`); returns whether it did.
+
+    The pipeline's state is captured now, before the call returns; the
+    arrays are written in the background.
+    """
     return self._manager.save(
         int(state.step),
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave({'batches_consumed': int(data_position)})),
+            data=ocp.args.JsonSave({'batches_consumed': batches.position}),
+            pipeline=iterator_checkpoint.IteratorSave(batches.iterator)),
         force=force)
 
   def _checked_step(self, step: Optional[int]) -> int:
@@ -78,33 +145,103 @@ class Checkpointer:
           f'{sorted(self._manager.all_steps())}')
     return step
 
+  def _unreadable(self, step: int, e: Exception) -> CheckpointError:
+    return CheckpointError(f'checkpoint {self.directory / str(step)} is '
+                           f'unreadable ({_first_line(e)})')
+
+  def _check_tree(self, step: int, abstract_state: Any,
+                  item: Optional[str] = None) -> None:
+    """Raises CheckpointMismatchError if the saved tree is another model's.
+
+    Args:
+      step: the checkpoint step.
+      abstract_state: the expected tree (or `{'params': ...}` with `item`).
+      item: compare only this top-level entry of the saved state.
+    """
+    try:
+      found = ocp.StandardCheckpointHandler().metadata(
+          self.directory / str(step) / 'state')
+    except Exception as e:  # orbax raises many types for damaged files.
+      raise self._unreadable(step, e) from e
+    if item is not None:
+      found, abstract_state = found[item], abstract_state[item]
+    mismatch = tree_mismatch(abstract_state, found)
+    if mismatch:
+      raise CheckpointMismatchError(
+          f'checkpoint {self.directory / str(step)} was saved by another '
+          f'model: {mismatch}; use the variant, size and mixture (number of '
+          'tasks) it was trained with, or a new MODEL_DIR')
+
   def _restore(self, step: int, **args: ocp.args.CheckpointArgs):
     try:
       return self._manager.restore(step, args=ocp.args.Composite(**args))
     except Exception as e:  # orbax raises many types for damaged files.
-      detail = str(e).splitlines()[0][:200] if str(e) else ''
-      raise CheckpointError(
-          f'checkpoint {self.directory / str(step)} is unreadable '
-          f'({type(e).__name__}: {detail}); delete that step directory to '
-          'use the previous one') from e
+      raise self._unreadable(step, e) from e
 
   def restore(self, abstract_state: train_state_lib.TrainState,
-              step: Optional[int] = None
-              ) -> tuple[train_state_lib.TrainState, int]:
-    """Restores (state, data position) at `step` (default: latest).
+              batches: data_lib.BatchIterator,
+              step: Optional[int] = None) -> train_state_lib.TrainState:
+    """Restores the state at `step` (default: latest) and the pipeline.
 
     Args:
       abstract_state: a `TrainState` of `jax.ShapeDtypeStruct`s with
         shardings, restored straight into those shardings.
+      batches: a fresh iterator over the run's training data; its state and
+        position are set to the checkpoint's.
       step: the step to restore; None for the latest.
 
     Returns:
-      The restored state and the number of batches consumed.
+      The restored state.
     """
     step = self._checked_step(step)
-    restored = self._restore(step, state=ocp.args.StandardRestore(abstract_state),
-                             data=ocp.args.JsonRestore())
-    return restored.state, int(restored.data['batches_consumed'])
+    self._check_tree(step, abstract_state)
+    restored = self._restore(
+        step, state=ocp.args.StandardRestore(abstract_state),
+        data=ocp.args.JsonRestore(),
+        pipeline=iterator_checkpoint.IteratorRestore(batches.iterator))
+    batches.position = int(restored.data['batches_consumed'])
+    return restored.state
+
+  def _set_aside(self, step: int) -> pathlib.Path:
+    """Moves checkpoint `step` to UNREADABLE_DIR (never deletes it)."""
+    target_dir = self.directory.parent / UNREADABLE_DIR
+    target = target_dir / str(step)
+    suffix = 1
+    while target.exists():
+      target, suffix = target_dir / f'{step}.{suffix}', suffix + 1
+    if jax.process_index() == 0:
+      target_dir.mkdir(parents=True, exist_ok=True)
+      shutil.move(str(self.directory / str(step)), str(target))
+    multihost_utils.sync_global_devices(f'checkpoint {step} set aside')
+    self._manager.close()
+    self._manager = self._new_manager()
+    return target
+
+  def restore_latest_readable(self, abstract_state: train_state_lib.TrainState,
+                              batches: data_lib.BatchIterator
+                              ) -> Optional[train_state_lib.TrainState]:
+    """Restores the latest checkpoint that reads, or returns None if none.
+
+    An unreadable checkpoint (damaged or partly written files) is moved to
+    `MODEL_DIR/checkpoints_unreadable/<step>`, with one printed line, and the
+    one before it is tried. A checkpoint of another model raises at once:
+    every older one would mismatch too, and nothing is moved.
+
+    Args:
+      abstract_state: as for `restore`.
+      batches: as for `restore`.
+    """
+    while (step := self.latest_step()) is not None:
+      try:
+        return self.restore(abstract_state, batches, step)
+      except CheckpointMismatchError:
+        raise
+      except CheckpointError as e:
+        moved = self._set_aside(step)
+        if jax.process_index() == 0:
+          print(f'{e}: moved it to {moved}; trying the previous checkpoint',
+                flush=True)
+    return None
 
   def restore_params(self, abstract_params: Any,
                      step: Optional[int] = None) -> tuple[Any, int]:
@@ -121,6 +258,7 @@ class Checkpointer:
     """
     step = self._checked_step(step)
     target = {'params': abstract_params}
+    self._check_tree(step, target, item='params')
     restored = self._restore(step, state=ocp.args.PyTreeRestore(
         item=target, partial_restore=True,
         restore_args=jax.tree.map(

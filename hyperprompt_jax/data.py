@@ -4,10 +4,10 @@ Each process reads its own shard of the mixture (`seqio.ShardInfo`) and
 feeds its slice of the global batch; `jax.make_array_from_process_local_data`
 assembles the global `jax.Array` split over the mesh's 'data' axis.
 
-The position saved in checkpoints is the number of batches consumed: the
-pipeline is seeded, so skipping that many batches reproduces exactly the
-batches an uninterrupted run would have seen. (A tf.data iterator checkpoint
-would also store shuffle buffers and cannot serialise generator sources.)
+Checkpoints save the tf.data iterator's state (`iterator_checkpoint`), so a
+resumed run reads exactly the batches an uninterrupted run would have read,
+at a cost that does not grow with the step; the number of batches consumed is
+saved beside it for the record.
 """
 
 import dataclasses
@@ -71,21 +71,55 @@ def get_dataset(cfg: DatasetConfig,
   return ds.batch(local_batch_size(cfg.batch_size), drop_remainder=True)
 
 
+TASK_ID_FEATURES = ('encoder_task_ids', 'decoder_task_ids')
+
+
+def check_task_ids(batch: Mapping[str, np.ndarray], num_tasks: int) -> None:
+  """Raises ValueError unless every task id lies in [0, num_tasks).
+
+  Under `jit` an id out of range would be silently clamped by the gathers,
+  so it is checked here, on the host, before the step.
+  """
+  for name in TASK_ID_FEATURES:
+    ids = batch.get(name)
+    if ids is None or not ids.size:
+      continue
+    bad = ids[(ids < 0) | (ids >= num_tasks)]
+    if bad.size:
+      raise ValueError(
+          f'{name} holds task id {int(bad[0])}, outside [0, {num_tasks}) of '
+          f'NUM_TASKS={num_tasks}: set NUM_TASKS to the number of tasks of the '
+          'mixture (gin: NUM_TASKS = @tasks.num_tasks())')
+
+
 class BatchIterator:
-  """Global sharded batches from a per-process dataset, counting its position."""
+  """Global sharded batches from a per-process dataset, counting its position.
+
+  `iterator` is the underlying tf.data iterator, whose state checkpoints save
+  and restore (`iterator_checkpoint`).
+  """
 
   def __init__(self, dataset: tf.data.Dataset, sharding: NamedSharding,
-               position: int = 0):
-    """Starts after `position` batches (0 for a fresh run)."""
-    self._iterator = iter(dataset.skip(position).as_numpy_iterator())
+               num_tasks: Optional[int] = None):
+    """Reads `dataset` from its start.
+
+    Args:
+      dataset: this process's batches of model features.
+      sharding: the global batch sharding.
+      num_tasks: when given, every batch's task ids are checked against it.
+    """
+    self.iterator = iter(dataset)
     self._sharding = sharding
-    self.position = position
+    self._num_tasks = num_tasks
+    self.position = 0
 
   def __iter__(self) -> Iterator[Mapping[str, jax.Array]]:
     return self
 
   def __next__(self) -> Mapping[str, jax.Array]:
-    local = next(self._iterator)
+    local = {k: v.numpy() for k, v in next(self.iterator).items()}
+    if self._num_tasks is not None:
+      check_task_ids(local, self._num_tasks)
     self.position += 1
     return to_global(local, self._sharding)
 

@@ -6,10 +6,12 @@ own `gin/` directory is always searchable, so `--gin_file=runs/x.gin` and
 `include 'models/t5_1_1_tiny.gin'` work from any working directory.
 """
 
+import difflib
 import logging
 import pathlib
 import sys
-from typing import Sequence
+import traceback
+from typing import Any, Iterator, Sequence
 
 import gin
 
@@ -43,6 +45,39 @@ def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
   return out
 
 
+def _macro_references(value: Any) -> Iterator[str]:
+  """Names of the macros (`%NAME`) that a bound value refers to."""
+  for reference in gin.config.iterate_references(value):
+    if reference.selector == 'gin.macro':
+      yield reference.scoped_selector.rpartition('/')[0]
+
+
+def check_macro_bindings(bindings: Sequence[str]) -> None:
+  """Raises GinConfigError for a bound macro that no configuration reads.
+
+  gin accepts `--gin.LEARNIN_RATE=1` as a new macro that nothing uses, and
+  the run would silently train with the default; close matches are named.
+  """
+  # gin keeps the parsed bindings only in this private dict: scope and
+  # selector -> {argument: value}; a macro `NAME` is ('NAME', 'gin.macro').
+  config = gin.config._CONFIG  # pylint: disable=protected-access
+  defined = sorted(scope for scope, selector in config
+                   if selector == 'gin.macro')
+  used = {name for arguments in config.values()
+          for value in arguments.values()
+          for name in _macro_references(value)}
+  for binding in bindings:
+    name = binding.partition('=')[0].strip()
+    if not name.isidentifier() or name in used:
+      continue  # A configurable's parameter, or a macro that is read.
+    close = difflib.get_close_matches(name, [d for d in defined if d != name],
+                                      n=3, cutoff=0.6)
+    hint = f'close matches: {", ".join(close)}' if close else (
+        'no macro of that name is used by the gin files')
+    raise GinConfigError(f'--gin.{name} sets a macro that no gin file reads '
+                         f'({hint}); check its spelling')
+
+
 def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
               search_paths: Sequence[str] = ()) -> None:
   """Parses gin files then bindings; any failure becomes a `GinConfigError`.
@@ -67,14 +102,44 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
         f"{', '.join([*search_paths, str(DEFAULT_GIN_DIR)])}) and "
         '--gin.KEY=VALUE bindings (strings need inner quotes: '
         "--gin.MODEL_DIR=\"'/tmp/run'\")") from e
+  check_macro_bindings(bindings)
+
+
+def _raised_by_own_code(e: BaseException) -> bool:
+  """Whether a `raise` statement of this project raised `e`.
+
+  Errors from inside libraries (e.g. a shape error in a jitted step) keep
+  their traceback; only the project's own checks become one line. JAX may
+  drop its internal frames from the traceback, leaving the project's call
+  site last: that line is a call, not a `raise`.
+  """
+  frames = traceback.extract_tb(e.__traceback__)
+  if not frames or not (frames[-1].line or '').startswith('raise'):
+    return False
+  own = [pathlib.Path(__file__).resolve().parent]
+  if 'hyperprompt_jax.tasks' in sys.modules:
+    own.append(pathlib.Path(sys.modules['hyperprompt_jax.tasks'].__file__
+                            ).resolve().parent)
+  where = pathlib.Path(frames[-1].filename).resolve()
+  return any(where.is_relative_to(d) for d in own)
 
 
 def run_main(main) -> None:
-  """Runs `main(sys.argv[1:])`; known user errors exit with one line."""
+  """Runs `main(sys.argv[1:])`.
+
+  The project's own errors for bad input exit with one `error: ...` line; a
+  preempted run prints one line and exits with `preemption.EXIT_CODE`.
+  """
   from hyperprompt_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax import preemption  # pylint: disable=g-import-not-at-top
   try:
     main(sys.argv[1:])
+  except preemption.Preempted as e:
+    print(e, flush=True)
+    sys.exit(preemption.EXIT_CODE)
   except (GinConfigError, checkpoints.CheckpointError, FloatingPointError,
-          ValueError, FileNotFoundError) as e:
+          ValueError, OSError) as e:
+    if not _raised_by_own_code(e):
+      raise
     message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
     sys.exit(f'error: {message}')

@@ -169,8 +169,11 @@ class Predictor:
     return [predictions[i] for i in range(len(inputs))]
 
 
-def read_inputs(lines: Iterable[str]) -> list[str]:
-  """Inputs from text lines, each plain text or JSON `{"inputs": ...}`."""
+def read_inputs(lines: Iterable[str], source: str = 'input') -> list[str]:
+  """Inputs from text lines, each plain text or JSON `{"inputs": ...}`.
+
+  Blank lines are skipped. Errors name `source` and the line number.
+  """
   inputs = []
   for number, line in enumerate(lines, 1):
     line = line.rstrip('\n')
@@ -178,11 +181,31 @@ def read_inputs(lines: Iterable[str]) -> list[str]:
       try:
         line = json.loads(line)['inputs']
       except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f'line {number} is not JSON with an "inputs" field '
+        raise ValueError(f'{source}:{number}: not JSON with an "inputs" field '
                          f'({e}): write plain text or {{"inputs": "..."}}'
                          ) from e
     if line:
       inputs.append(str(line))
+  return inputs
+
+
+def read_input_file(path: str) -> list[str]:
+  """The inputs of `--input_file`: UTF-8 text, one input per line."""
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f'no input file {path}: pass an existing '
+                            '--input_file or use --input=TEXT')
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    raw_lines = f.read().splitlines()
+  lines = []
+  for number, raw in enumerate(raw_lines, 1):
+    try:
+      lines.append(raw.decode('utf-8'))
+    except UnicodeDecodeError as e:
+      raise ValueError(f'{path}:{number}: not UTF-8 text ({e.reason} at byte '
+                       f'{e.start}): save the file as UTF-8') from None
+  inputs = read_inputs(lines, path)
+  if not inputs:
+    raise ValueError(f'{path} holds no inputs: write one input per line')
   return inputs
 
 
@@ -227,11 +250,7 @@ def main(argv: Sequence[str]) -> None:
   if args.input is not None:
     inputs = [args.input]
   else:
-    if not tf.io.gfile.exists(args.input_file):
-      raise FileNotFoundError(f'no input file {args.input_file}: pass an '
-                              'existing --input_file or use --input=TEXT')
-    with tf.io.gfile.GFile(args.input_file) as f:
-      inputs = read_inputs(f)
+    inputs = read_input_file(args.input_file)
   predictor = Predictor(args.checkpoint, args.step, args.batch_size)
   predictor.task_id(args.task)  # fail on a bad name before decoding
   predictions = predictor.predict(args.task, inputs, DecodeConfig(

@@ -20,6 +20,7 @@ from hyperprompt_jax import evaluation
 from hyperprompt_jax import mesh as mesh_lib
 from hyperprompt_jax import metric_writers
 from hyperprompt_jax import optimizers
+from hyperprompt_jax import preemption
 from hyperprompt_jax import tasks
 from hyperprompt_jax import trainer as trainer_lib
 
@@ -48,16 +49,48 @@ def _save_run_files(model_dir: str, mixture_or_task_name: str) -> None:
       f.write(gin.config_str())
 
 
-def _summarize(step_metrics: list, seconds: float) -> dict[str, float]:
-  """Means over the logged steps plus throughput."""
+def _summarize(step_metrics: list, since: float) -> dict[str, float]:
+  """Means over the logged steps, and their throughput since time `since`.
+
+  The clock is read after the steps' metrics arrive, i.e. after the steps
+  completed (not when they were dispatched), so throughput counts finished
+  work.
+  """
   steps = jax.device_get(step_metrics)
+  seconds = time.time() - since
   summary = {k: float(np.mean([m[k] for m in steps]))
              for k in steps[0] if not k.startswith('num_')}
   tokens = sum(float(m['num_tokens']) for m in steps)
   summary['learning_rate'] = float(steps[-1]['learning_rate'])
   summary['tokens_per_second'] = tokens / seconds
+  summary['steps_per_second'] = len(steps) / seconds
   summary['step_time_seconds'] = seconds / len(steps)
   return summary
+
+
+def _make_model_dir(model_dir: str) -> None:
+  """Creates MODEL_DIR, or says in one line why it cannot."""
+  try:
+    tf.io.gfile.makedirs(model_dir)
+    probe = os.path.join(model_dir, '.write_check')
+    with tf.io.gfile.GFile(probe, 'w') as f:
+      f.write('')
+    tf.io.gfile.remove(probe)
+  except (tf.errors.OpError, OSError) as e:
+    detail = getattr(e, 'message', None) or str(e)
+    raise ValueError(
+        f'MODEL_DIR {model_dir} is not writable ({detail.splitlines()[0]}): '
+        'choose a directory you can write to') from None
+
+
+def _check_batch_size(batch_size: int, mesh) -> None:
+  """Raises ValueError unless the global batch splits over the 'data' axis."""
+  data = mesh.shape['data']
+  if batch_size % data:
+    raise ValueError(
+        f'BATCH_SIZE={batch_size} is not divisible by the {data} devices of '
+        f"the mesh's data axis (mesh {dict(mesh.shape)}): use a multiple of "
+        f'{data}, or set DATA_MESH_SIZE / MODEL_MESH_SIZE')
 
 
 def _due(step: int, period: Optional[int], total: int) -> bool:
@@ -103,25 +136,35 @@ def train(*,
 
   Returns:
     The final per-task results, also in MODEL_DIR/eval_results.json.
+
+  Raises:
+    preemption.Preempted: SIGTERM (or JAX's preemption sync point) stopped
+      the run; the step it stopped at is saved.
   """
   tasks.get_mixture_or_task(train_dataset_cfg.mixture_or_task_name)
-  tf.io.gfile.makedirs(model_dir)
+  _make_model_dir(model_dir)
   _save_run_files(model_dir, train_dataset_cfg.mixture_or_task_name)
 
   converter = model.feature_converter_cls(pack=train_dataset_cfg.pack)
   lengths = converter.get_model_feature_lengths(
       train_dataset_cfg.task_feature_lengths)
   input_shapes = {k: (train_dataset_cfg.batch_size, n) for k, n in lengths.items()}
-  trainer = trainer_lib.Trainer(model, optimizer, schedule,
-                                mesh_config.make_mesh(), input_shapes,
+  mesh = mesh_config.make_mesh()
+  _check_batch_size(train_dataset_cfg.batch_size, mesh)
+  trainer = trainer_lib.Trainer(model, optimizer, schedule, mesh, input_shapes,
                                 trainer_config)
 
+  hyperprompt = model.module.hyperprompt
+  batches = data_lib.BatchIterator(
+      data_lib.get_dataset(train_dataset_cfg, model.feature_converter_cls),
+      trainer.batch_sharding,
+      num_tasks=hyperprompt.num_tasks if hyperprompt.variant != 'none' else None)
   checkpointer = checkpoints_lib.Checkpointer(model_dir, checkpoint_config)
-  if checkpointer.latest_step() is not None:
-    state, position = checkpointer.restore(trainer.abstract_state)
+  state = checkpointer.restore_latest_readable(trainer.abstract_state, batches)
+  if state is not None:
     print(f'Resumed from step {int(state.step)} in {checkpointer.directory}')
   else:
-    state, position = trainer.init_state(), 0
+    state = trainer.init_state()
     if initial_checkpoint_path:
       state = state.replace(params=checkpoint_import.restore_pretrained(
           state.params, initial_checkpoint_path))
@@ -129,9 +172,6 @@ def train(*,
             'task-conditioning parameters start fresh')
   start = int(state.step)
 
-  batches = data_lib.BatchIterator(
-      data_lib.get_dataset(train_dataset_cfg, model.feature_converter_cls),
-      trainer.batch_sharding, position)
   writer = metric_writers.create_writer(model_dir, 'train')
   eval_writer = metric_writers.create_writer(model_dir, 'eval')
   evaluator = None
@@ -150,28 +190,48 @@ def train(*,
     return out
 
   bar = metric_writers.progress_bar(start, total_steps)
+  # Windows of completed steps: `tick` starts a window, saves and evaluations
+  # fall between windows, so throughput counts training only.
   pending, tick = [], time.time()
-  for step in range(start + 1, total_steps + 1):
-    state, metrics = trainer.train_step(state, next(batches))
-    pending.append(metrics)
-    save_due = _due(step, checkpoint_config.period, total_steps)
-    eval_due = eval_dataset_cfg is not None and eval_period and (
-        step % eval_period == 0 and step != total_steps)
-    if bar:
-      bar.update()
-    if _due(step, log_period, total_steps) or save_due or eval_due:
-      summary = _summarize(pending, time.time() - tick)
-      if not np.isfinite(summary['loss']):
-        raise NonFiniteLossError(
-            f"loss is {summary['loss']} by step {step}; stopped without "
-            f'saving (last checkpoint: step {checkpointer.latest_step()}): '
-            'lower the learning rate or check the data')
-      writer.write_scalars(step, summary)
-      pending, tick = [], time.time()
-    if save_due:
-      checkpointer.save(state, batches.position, force=step == total_steps)
-    if eval_due:
-      run_eval(step)
+
+  def log(step):
+    nonlocal pending
+    summary = _summarize(pending, tick)
+    if not np.isfinite(summary['loss']):
+      raise NonFiniteLossError(
+          f"loss is {summary['loss']} by step {step}; stopped without "
+          f'saving (last checkpoint: step {checkpointer.latest_step()}): '
+          'lower the learning rate or check the data')
+    writer.write_scalars(step, summary)
+    pending = []
+
+  with preemption.Watcher(checkpointer.reached_preemption) as watcher:
+    for step in range(start + 1, total_steps + 1):
+      state, metrics = trainer.train_step(state, next(batches))
+      pending.append(metrics)
+      if bar:
+        bar.update()
+      save_due = _due(step, checkpoint_config.period, total_steps)
+      eval_due = eval_dataset_cfg is not None and eval_period and (
+          step % eval_period == 0 and step != total_steps)
+      preempted = watcher.reached(step)
+      if (_due(step, log_period, total_steps) or save_due or eval_due or
+          preempted):
+        log(step)
+      if save_due or preempted:
+        checkpointer.save(state, batches, force=step == total_steps or preempted)
+      if preempted:
+        checkpointer.wait_until_finished()
+        if bar:
+          bar.close()
+        raise preemption.Preempted(
+            f'Preempted at step {step}: saved {checkpointer.directory / str(step)}'
+            '; run the same command again to resume '
+            f'(exit code {preemption.EXIT_CODE})')
+      if eval_due:
+        run_eval(step)
+      if not pending:
+        tick = time.time()
   if bar:
     bar.close()
   checkpointer.wait_until_finished()

@@ -63,3 +63,24 @@ def test_t5x_restores_plain_checkpoint_with_fresh_hyperprompts(tmp_path):
   assert all(partitioning.is_conditioning_param(p)
              for p in tuned.keys() - plain.keys())
   assert all(np.std(v) > 0 for v in fresh if v.size > 1 and v.ndim > 1)
+
+
+@pytest.mark.t5x
+def test_t5x_resumes_a_run_restored_from_a_plain_checkpoint(tmp_path):
+  # t5x passes is_resuming=True to every restore transformation when
+  # MODEL_DIR already holds a checkpoint: the second run must resume.
+  t5x_train(tmp_path / 'plain', 'none')
+  run = [f"INITIAL_CHECKPOINT_PATH='{tmp_path}/plain/checkpoint_2'",
+         'utils.SaveCheckpointConfig.period=2']
+  t5x_train(tmp_path / 'global', 'global', *run, 'TRAIN_STEPS=4')
+  first = traverse_util.flatten_dict(checkpoint_import.read_t5x_checkpoint(
+      tmp_path / 'global' / 'checkpoint_4'))
+  t5x_train(tmp_path / 'global', 'global', *run, 'TRAIN_STEPS=6')
+  resumed = traverse_util.flatten_dict(checkpoint_import.read_t5x_checkpoint(
+      tmp_path / 'global' / 'checkpoint_6'))
+  assert resumed.keys() == first.keys()
+  assert any(not np.array_equal(resumed[p], first[p]) for p in first)
+  # (t5x also saves the restored initial state, checkpoint_2.)
+  saved = {p.name for p in (tmp_path / 'global').iterdir()}
+  assert {'checkpoint_4', 'checkpoint_6'} <= saved
+  assert not [name for name in saved if name.endswith('-tmp')]

@@ -5,76 +5,17 @@ then read by the inference tests; the failure tests work on copies of it.
 """
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from hyperprompt_jax import checkpoints
 from hyperprompt_jax import infer
-
-_MODEL_GIN = """
-from __gin__ import dynamic_registration
-from hyperprompt_jax import network
-from hyperprompt_jax import hyperprompt_config
-network.Transformer.config = @network.T5Config()
-network.Transformer.hyperprompt = @hyperprompt_config.HyperPromptConfig()
-network.T5Config.emb_dim = 16
-network.T5Config.num_heads = 2
-network.T5Config.num_encoder_layers = 1
-network.T5Config.num_decoder_layers = 1
-network.T5Config.head_dim = 8
-network.T5Config.mlp_dim = 32
-network.T5Config.mlp_activations = ('gelu', 'linear')
-network.T5Config.dropout_rate = 0.0
-hyperprompt_config.HyperPromptConfig.variant = 'share'
-hyperprompt_config.HyperPromptConfig.num_tasks = %NUM_TASKS
-hyperprompt_config.HyperPromptConfig.prompt_length = 2
-hyperprompt_config.HyperPromptConfig.bottleneck_dim = 4
-"""
-
-
-def _env(tmp_path):
-  return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'jax_cache'),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
-
-
-def _error_line(result):
-  """The single `error: ...` line of a failed run (TF may log after it)."""
-  assert result.returncode != 0
-  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
-  errors = [l for l in result.stderr.splitlines() if l.startswith('error: ')]
-  assert len(errors) == 1, result.stderr[-3000:]
-  return errors[0]
-
-
-def _train(tmp_path, model_dir, steps, *extra):
-  gin_dir = tmp_path / 'gin'
-  (gin_dir / 'models').mkdir(parents=True, exist_ok=True)
-  (gin_dir / 'models' / 't5_1_1_tiny.gin').write_text(_MODEL_GIN)
-  return subprocess.run(
-      [sys.executable, '-m', 'hyperprompt_jax.train',
-       f'--gin_search_paths={gin_dir}',
-       '--gin_file=runs/synthetic_tiny_base.gin',
-       f"--gin.MODEL_DIR='{model_dir}'", f'--gin.TRAIN_STEPS={steps}',
-       '--gin.BATCH_SIZE=4', '--gin.CHECKPOINT_PERIOD=2',
-       '--gin.KEEP_CHECKPOINTS=2', '--gin.LOG_PERIOD=1',
-       '--gin.EVAL_NUM_EXAMPLES=2', *extra],
-      env=_env(tmp_path), capture_output=True, text=True)
-
-
-def _infer(tmp_path, *args):
-  return subprocess.run([sys.executable, '-m', 'hyperprompt_jax.infer', *args],
-                        env=_env(tmp_path), capture_output=True, text=True)
-
-
-def _steps(model_dir):
-  return sorted(int(p.name) for p in (model_dir / 'checkpoints').iterdir()
-                if p.name.isdigit())
-
+from tests.train_runs import error_line as _error_line
+from tests.train_runs import infer as _infer
+from tests.train_runs import steps as _steps
+from tests.train_runs import train as _train
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
@@ -182,6 +123,43 @@ def test_infer_from_a_corrupt_checkpoint_is_a_one_line_error(run, tmp_path):
                   '--input=123')
   assert _error_line(result).startswith(
       f'error: checkpoint {copy}/checkpoints/6 is unreadable')
+
+
+def test_unreadable_latest_checkpoint_is_moved_aside_and_the_previous_resumes(
+    run, tmp_path):
+  _, model_dir, _ = run
+  copy = tmp_path / 'damaged'
+  shutil.copytree(model_dir, copy)
+  for path in (copy / 'checkpoints' / '6' / 'state').rglob('*'):
+    if path.is_file():
+      path.write_bytes(b'not a checkpoint')
+  result = _train(tmp_path, copy, 8)
+  assert result.returncode == 0, result.stderr[-3000:]
+  notes = [l for l in result.stdout.splitlines() if 'unreadable' in l]
+  assert len(notes) == 1, result.stdout
+  assert re.fullmatch(
+      rf'checkpoint {copy}/checkpoints/6 is unreadable \(.+\): moved it to '
+      rf'{copy}/checkpoints_unreadable/6; trying the previous checkpoint',
+      notes[0]), notes[0]
+  assert 'Resumed from step 4' in result.stdout
+  assert (copy / 'checkpoints_unreadable' / '6' / 'state').is_dir()
+  assert _steps(copy) == [6, 8]
+
+
+def test_checkpoint_of_another_model_names_the_first_mismatch(run, tmp_path):
+  _, model_dir, _ = run
+  copy = tmp_path / 'other_model'
+  shutil.copytree(model_dir, copy)
+  result = _train(tmp_path, copy, 8,
+                  "--gin.hyperprompt_config.HyperPromptConfig.variant='sep'")
+  line = _error_line(result)
+  assert re.match(
+      rf'error: checkpoint {copy}/checkpoints/6 was saved by another model: '
+      r'\S+/hyperprompt/\S+ (has shape \(.*\) in the checkpoint, \(.*\) in '
+      r'the model|\(shape .*\) is (missing from|in) the checkpoint)', line), line
+  assert 'delete' not in line
+  assert _steps(copy) == [4, 6]  # Nothing moved or written.
+  assert not (copy / 'checkpoints_unreadable').exists()
 
 
 def test_nan_loss_stops_before_saving_and_keeps_the_last_checkpoint(

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import numpy as np
@@ -18,6 +19,7 @@ from hyperprompt_jax import model as model_lib
 from hyperprompt_jax import network
 from hyperprompt_jax import optimizers
 from hyperprompt_jax import partitioning
+from hyperprompt_jax import train_loop
 from hyperprompt_jax import trainer as trainer_lib
 
 NUM_TASKS = 3
@@ -127,3 +129,27 @@ def test_eight_devices_on_2x4_mesh_match_one_device():
   assert sharded['num_shardings'] == 8
   _, losses = run_steps(make_trainer(), 4)
   np.testing.assert_allclose(sharded['losses'], losses, rtol=1e-4)
+
+
+def test_logged_throughput_counts_completed_steps():
+  # Steps are dispatched asynchronously: the logged time must end when the
+  # steps have completed, so it agrees with the wall time of the same steps.
+  host_batch = random_batch(0, batch=64, length=48)
+  trainer = trainer_lib.Trainer(
+      tiny_model(), optimizers.Adafactor(), optimizers.Schedule(),
+      mesh_lib.MeshConfig().make_mesh(),
+      {k: v.shape for k, v in host_batch.items()})
+  batch = data.to_global(host_batch, trainer.batch_sharding)
+  state, metrics = trainer.train_step(trainer.init_state(), batch)
+  jax.block_until_ready(metrics)  # compiled
+  num_steps, pending = 20, []
+  start = time.time()
+  for _ in range(num_steps):
+    state, metrics = trainer.train_step(state, batch)
+    pending.append(metrics)
+  summary = train_loop._summarize(pending, start)  # pylint: disable=protected-access
+  wall = time.time() - start
+  assert summary['step_time_seconds'] * num_steps == pytest.approx(wall, rel=0.05)
+  assert summary['steps_per_second'] == pytest.approx(num_steps / wall, rel=0.05)
+  tokens = num_steps * float(metrics['num_tokens'])
+  assert summary['tokens_per_second'] == pytest.approx(tokens / wall, rel=0.05)

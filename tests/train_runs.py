@@ -1,0 +1,73 @@
+"""Tiny end-to-end runs of `python -m hyperprompt_jax.train` / `.infer` in
+subprocesses, shared by the end-to-end tests."""
+
+import os
+import subprocess
+import sys
+
+_MODEL_GIN = """
+from __gin__ import dynamic_registration
+from hyperprompt_jax import network
+from hyperprompt_jax import hyperprompt_config
+network.Transformer.config = @network.T5Config()
+network.Transformer.hyperprompt = @hyperprompt_config.HyperPromptConfig()
+network.T5Config.emb_dim = 16
+network.T5Config.num_heads = 2
+network.T5Config.num_encoder_layers = 1
+network.T5Config.num_decoder_layers = 1
+network.T5Config.head_dim = 8
+network.T5Config.mlp_dim = 32
+network.T5Config.mlp_activations = ('gelu', 'linear')
+network.T5Config.dropout_rate = 0.0
+hyperprompt_config.HyperPromptConfig.variant = 'share'
+hyperprompt_config.HyperPromptConfig.num_tasks = %NUM_TASKS
+hyperprompt_config.HyperPromptConfig.prompt_length = 2
+hyperprompt_config.HyperPromptConfig.bottleneck_dim = 4
+"""
+
+
+def env(tmp_path):
+  """Subprocess environment sharing a compilation cache under tmp_path."""
+  return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'jax_cache'),
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+
+
+def error_line(result):
+  """The single `error: ...` line of a failed run (TF may log after it)."""
+  assert result.returncode != 0
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error: ')]
+  assert len(errors) == 1, result.stderr[-3000:]
+  return errors[0]
+
+
+def train_command(tmp_path, model_dir, num_steps, *extra) -> list[str]:
+  """The command line of a tiny run (model above) on the synthetic mixture."""
+  gin_dir = tmp_path / 'gin'
+  (gin_dir / 'models').mkdir(parents=True, exist_ok=True)
+  (gin_dir / 'models' / 't5_1_1_tiny.gin').write_text(_MODEL_GIN)
+  return [sys.executable, '-m', 'hyperprompt_jax.train',
+          f'--gin_search_paths={gin_dir}',
+          '--gin_file=runs/synthetic_tiny_base.gin',
+          f"--gin.MODEL_DIR='{model_dir}'", f'--gin.TRAIN_STEPS={num_steps}',
+          '--gin.BATCH_SIZE=4', '--gin.CHECKPOINT_PERIOD=2',
+          '--gin.KEEP_CHECKPOINTS=2', '--gin.LOG_PERIOD=1',
+          '--gin.EVAL_NUM_EXAMPLES=2', *extra]
+
+
+def train(tmp_path, model_dir, num_steps, *extra):
+  """Runs `train_command` to the end; returns the CompletedProcess."""
+  return subprocess.run(train_command(tmp_path, model_dir, num_steps, *extra),
+                        env=env(tmp_path), capture_output=True, text=True)
+
+
+def infer(tmp_path, *args):
+  """Runs `python -m hyperprompt_jax.infer`; returns the CompletedProcess."""
+  return subprocess.run([sys.executable, '-m', 'hyperprompt_jax.infer', *args],
+                        env=env(tmp_path), capture_output=True, text=True)
+
+
+def steps(model_dir):
+  """The steps saved under MODEL_DIR/checkpoints."""
+  return sorted(int(p.name) for p in (model_dir / 'checkpoints').iterdir()
+                if p.name.isdigit())
