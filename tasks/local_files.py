@@ -145,20 +145,26 @@ def record_row(row: dict) -> list[Example]:
   } for qa in row['qas']]
 
 
-def _tensor_spec(value: Any) -> tf.TensorSpec | dict:
-  """The tf.data spec of one python feature value."""
-  if isinstance(value, dict):
-    return {k: _tensor_spec(v) for k, v in value.items()}
-  if isinstance(value, list):
-    return tf.TensorSpec([None], tf.string)
-  dtype = {str: tf.string, int: tf.int64, float: tf.float32}[type(value)]
-  return tf.TensorSpec([], dtype)
+def _column(values: Sequence[Any]) -> Any:
+  """One feature of all examples as a tensor (nested dicts stay dicts)."""
+  first = values[0]
+  if isinstance(first, dict):
+    return {k: _column([v[k] for v in values]) for k in first}
+  if isinstance(first, list):
+    return tf.ragged.constant(values, dtype=tf.string, ragged_rank=1)
+  dtype = {str: tf.string, int: tf.int64, float: tf.float32}[type(first)]
+  return tf.constant(values, dtype)
 
 
 def to_dataset(examples: Sequence[Example], path: str) -> tf.data.Dataset:
-  """A tf.data.Dataset of `examples` (all read from `path`)."""
+  """A tf.data.Dataset of `examples` (all read from `path`).
+
+  Built from tensors, not a Python generator, so that checkpoints can save
+  the position of a training pipeline that reads it.
+  """
   if not examples:
     raise ValueError(f'{path}: no examples.')
-  signature = _tensor_spec(examples[0])
-  return tf.data.Dataset.from_generator(lambda: iter(examples),
-                                        output_signature=signature)
+  dataset = tf.data.Dataset.from_tensor_slices(_column(examples))
+  # Slices of ragged string lists arrive as rank-0 ragged specs; passing
+  # through a map gives them plain [None] tensor specs.
+  return dataset.map(lambda example: example)

@@ -9,6 +9,7 @@ import json
 import gin
 import pytest
 import seqio
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import hyperprompt_jax.tasks  # pylint: disable=unused-import  # Registers.
@@ -161,3 +162,22 @@ def test_local_source_needs_its_folder():
       _raw('glue_rte_v2')
   finally:
     gin.clear_config()
+
+
+def test_local_sources_can_be_checkpointed_mid_stream(local_dirs, tmp_path):
+  # Training checkpoints save the pipeline's iterator: the source must not be
+  # a Python generator, which tf.data cannot save.
+  del local_dirs
+  ds = seqio.get_mixture_or_task('super_glue_record_v102').source.get_dataset(
+      'validation', shuffle=False).repeat()
+  iterator = iter(ds)
+  next(iterator)
+  prefix = tf.train.Checkpoint(iterator=iterator).write(str(tmp_path / 'it'))
+  expected = next(iterator)
+  resumed = iter(ds)
+  tf.train.Checkpoint(iterator=resumed).read(prefix).assert_consumed()
+  got = next(resumed)
+  assert tf.nest.map_structure(lambda a, b: bool(tf.reduce_all(a == b)),
+                               got, expected) == tf.nest.map_structure(
+                                   lambda _: True, expected)
+  assert got['entities'].shape.rank == 1  # Lists stay [None] string tensors.
