@@ -26,8 +26,8 @@ def model_dir(tmp_path_factory):
               f"--gin.MODEL_DIR='{directory}'", '--gin.TRAIN_STEPS=1',
               '--gin.BATCH_SIZE=4',
               '--gin.train_loop.train.eval_dataset_cfg=None'])
-  gin.clear_config()
-  return str(directory)
+  yield str(directory)
+  gin.clear_config()  # Predictor parses the run's config.gin.
 
 
 @pytest.fixture(scope='module')

@@ -1,5 +1,6 @@
 """Bring your own seqio tasks: id-carrying copies and their mixture."""
 
+import gin
 import numpy as np
 import pytest
 import seqio
@@ -42,6 +43,7 @@ def _register_plain_task(name, num_examples):
 
 @pytest.fixture(scope='module')
 def mixture():
+  gin.clear_config()  # mixing_rate's defaults, whatever a run bound before.
   _register_plain_task('test_byo_a', 6)
   _register_plain_task('test_byo_b', 4)
   yield hp_tasks.add_conditioned_mixture(
