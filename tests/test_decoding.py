@@ -108,7 +108,7 @@ def _log_likelihood(model, params, batch, tokens):
   return np.sum(log_probs * (ended_before == 0), axis=1)
 
 
-@pytest.mark.parametrize('variant', ['global', 'prompt_tuning'])
+@pytest.mark.parametrize('variant', ['global', 'prompt_tuning', 'hyperformer'])
 def test_beam_scores_are_the_full_pass_likelihood_of_the_beams(variant):
   """Beam reordering of the cache (prompts included) keeps every beam exact."""
   model = _model(variant)
