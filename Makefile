@@ -23,6 +23,7 @@ train: install
 
 bench: install
 	$(PY) -m hyperprompt_jax.bench
+	$(PY) -m hyperprompt_jax.resume_bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

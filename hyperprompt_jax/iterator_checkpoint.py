@@ -7,6 +7,7 @@ and the batches that follow are those an uninterrupted run reads.
 """
 
 import dataclasses
+import tempfile
 
 import jax
 import orbax.checkpoint as ocp
@@ -53,3 +54,21 @@ class IteratorSave(ocp.args.CheckpointArgs):
 class IteratorRestore(ocp.args.CheckpointArgs):
   """A fresh iterator over the same dataset; its state is set in place."""
   iterator: tf.data.Iterator
+
+
+def check_saveable(iterator: tf.data.Iterator) -> None:
+  """Raises ValueError now if checkpoints could not save `iterator`'s state.
+
+  Called before training, so that a pipeline tf.data cannot save (e.g. one
+  reading a Python generator) fails at once, not at the first checkpoint.
+  """
+  with tempfile.TemporaryDirectory() as directory:
+    try:
+      tf.train.Checkpoint(iterator=iterator).write(f'{directory}/probe')
+    except (tf.errors.OpError, ValueError) as e:
+      detail = (getattr(e, 'message', None) or str(e)).strip().splitlines()
+      raise ValueError(
+          'checkpoints cannot save the training data pipeline '
+          f'({detail[0] if detail else type(e).__name__}): build task sources '
+          'from tensors or files, not Python generators or tf.py_function'
+          ) from None

@@ -21,6 +21,14 @@ Multi-host start: `run` starts the same command on all workers at once; each
 process joins the job through `jax.distributed.initialize()`, which finds the
 coordinator and its own id in the TPU VM metadata. `t5x.train` needs nothing
 more on TPU; give our trainer `--distributed`, which makes that call.
+
+Preemption: when a spot slice is reclaimed, every worker gets SIGTERM; our
+trainer saves the step all processes agree on (JAX's preemption sync point),
+logs `Preempted at step N: saved ...` and exits with code 75. Keep MODEL_DIR
+on GCS (the VM's disk goes with the VM). To restart, recreate the slice
+(`delete`, `create --spot`, `install`) and repeat the same `run` command: the
+trainer resumes from MODEL_DIR's latest checkpoint, model and input pipeline
+alike; so does `t5x.train`.
 """
 
 import argparse
@@ -89,6 +97,8 @@ def run(vm: TpuVm, run_name: str, command: Sequence[str]) -> List[Command]:
   """Starts `command` in the repo on every worker, detached, logging to a file.
 
   Detached with nohup so that a dropped ssh connection does not stop training.
+  Running the same `run` again after a preemption resumes the training run
+  from its MODEL_DIR.
   """
   if not command:
     raise ValueError('run needs a command after `--`, e.g. '

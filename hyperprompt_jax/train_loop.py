@@ -17,6 +17,7 @@ from hyperprompt_jax import checkpoint_import
 from hyperprompt_jax import checkpoints as checkpoints_lib
 from hyperprompt_jax import data as data_lib
 from hyperprompt_jax import evaluation
+from hyperprompt_jax import iterator_checkpoint
 from hyperprompt_jax import mesh as mesh_lib
 from hyperprompt_jax import metric_writers
 from hyperprompt_jax import optimizers
@@ -142,6 +143,8 @@ def train(*,
       the run; the step it stopped at is saved.
   """
   tasks.get_mixture_or_task(train_dataset_cfg.mixture_or_task_name)
+  mesh = mesh_config.make_mesh()
+  _check_batch_size(train_dataset_cfg.batch_size, mesh)
   _make_model_dir(model_dir)
   _save_run_files(model_dir, train_dataset_cfg.mixture_or_task_name)
 
@@ -149,8 +152,6 @@ def train(*,
   lengths = converter.get_model_feature_lengths(
       train_dataset_cfg.task_feature_lengths)
   input_shapes = {k: (train_dataset_cfg.batch_size, n) for k, n in lengths.items()}
-  mesh = mesh_config.make_mesh()
-  _check_batch_size(train_dataset_cfg.batch_size, mesh)
   trainer = trainer_lib.Trainer(model, optimizer, schedule, mesh, input_shapes,
                                 trainer_config)
 
@@ -159,6 +160,7 @@ def train(*,
       data_lib.get_dataset(train_dataset_cfg, model.feature_converter_cls),
       trainer.batch_sharding,
       num_tasks=hyperprompt.num_tasks if hyperprompt.variant != 'none' else None)
+  iterator_checkpoint.check_saveable(batches.iterator)
   checkpointer = checkpoints_lib.Checkpointer(model_dir, checkpoint_config)
   state = checkpointer.restore_latest_readable(trainer.abstract_state, batches)
   if state is not None:

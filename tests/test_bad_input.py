@@ -8,10 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from hyperprompt_jax import data
 from hyperprompt_jax import gin_utils
 from hyperprompt_jax import infer
+from hyperprompt_jax import iterator_checkpoint
 from hyperprompt_jax import masks
 from hyperprompt_jax import train_loop
 from tests import train_runs
@@ -128,3 +130,12 @@ def test_errors_from_inside_jax_called_by_project_code_are_not_its_own():
   with pytest.raises(ValueError) as own:
     data.check_task_ids({'encoder_task_ids': np.array([[5]])}, 3)
   assert gin_utils._raised_by_own_code(own.value)  # pylint: disable=protected-access
+
+
+def test_a_pipeline_checkpoints_cannot_save_is_refused_before_training():
+  generated = tf.data.Dataset.from_generator(
+      lambda: iter(range(3)), output_signature=tf.TensorSpec([], tf.int64))
+  with pytest.raises(ValueError, match='checkpoints cannot save the training '
+                     'data pipeline .*not Python generators'):
+    iterator_checkpoint.check_saveable(iter(generated))
+  iterator_checkpoint.check_saveable(iter(tf.data.Dataset.range(3)))
