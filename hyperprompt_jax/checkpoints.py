@@ -164,7 +164,7 @@ class Checkpointer:
     except Exception as e:  # orbax raises many types for damaged files.
       raise self._unreadable(step, e) from e
     if item is not None:
-      found, abstract_state = found[item], abstract_state[item]
+      found, abstract_state = {item: found[item]}, {item: abstract_state[item]}
     mismatch = tree_mismatch(abstract_state, found)
     if mismatch:
       raise CheckpointMismatchError(
