@@ -34,6 +34,7 @@ INSTALL_REQUIRES = [
     'etils[epath]>=1.15,<2',
     'tqdm>=4.66,<5',
     'sentencepiece>=0.2,<0.3',
+    'matplotlib>=3.8,<4',
 ]
 
 setuptools.setup(
