@@ -12,6 +12,7 @@ import tensorflow as tf
 from hyperprompt_jax import checkpoints
 from hyperprompt_jax import data
 from hyperprompt_jax import train_state
+from tests import train_runs
 
 _SHARDING = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
@@ -85,15 +86,9 @@ def test_missing_dir_and_step_are_one_line_errors(tmp_path):
     checkpointer.restore_params(_abstract(_state(0).params), step=5)
 
 
-def _damage(model_dir, step, item):
-  for path in (model_dir / 'checkpoints' / str(step) / item).rglob('*'):
-    if path.is_file():
-      path.write_bytes(b'garbage')
-
-
 def test_damaged_checkpoint_is_a_one_line_error_naming_the_step(tmp_path):
   _save(tmp_path, [1, 2])
-  _damage(tmp_path, 2, 'state')
+  train_runs.damage(tmp_path, 2, 'state')
   checkpointer = checkpoints.Checkpointer(str(tmp_path), read_only=True)
   with pytest.raises(checkpoints.CheckpointError) as error:
     checkpointer.restore(_abstract(_state(0)), _batches())
@@ -109,7 +104,7 @@ def test_damaged_checkpoint_is_a_one_line_error_naming_the_step(tmp_path):
 def test_unreadable_latest_is_set_aside_and_the_previous_restored(
     tmp_path, capsys, item):
   following = _save(tmp_path, [1, 2, 3])
-  _damage(tmp_path, 3, item)
+  train_runs.damage(tmp_path, 3, item)
   checkpointer = checkpoints.Checkpointer(str(tmp_path))
   batches = _batches()
   state = checkpointer.restore_latest_readable(_abstract(_state(0)), batches)
@@ -128,7 +123,7 @@ def test_unreadable_latest_is_set_aside_and_the_previous_restored(
 
 def test_nothing_readable_means_a_fresh_start_with_all_kept(tmp_path):
   _save(tmp_path, [1])
-  _damage(tmp_path, 1, 'state')
+  train_runs.damage(tmp_path, 1, 'state')
   checkpointer = checkpoints.Checkpointer(str(tmp_path))
   assert checkpointer.restore_latest_readable(
       _abstract(_state(0)), _batches()) is None

@@ -12,6 +12,7 @@ import pytest
 
 from hyperprompt_jax import checkpoints
 from hyperprompt_jax import infer
+from tests import train_runs
 from tests.train_runs import error_line as _error_line
 from tests.train_runs import infer as _infer
 from tests.train_runs import steps as _steps
@@ -116,9 +117,7 @@ def test_infer_from_a_corrupt_checkpoint_is_a_one_line_error(run, tmp_path):
   _, model_dir, _ = run
   copy = tmp_path / 'corrupt'
   shutil.copytree(model_dir, copy)
-  for path in (copy / 'checkpoints' / '6' / 'state').rglob('*'):
-    if path.is_file():
-      path.write_bytes(b'not a checkpoint')
+  train_runs.damage(copy, 6)
   result = _infer(tmp_path, f'--checkpoint={copy}', '--task=synthetic_reverse',
                   '--input=123')
   assert _error_line(result).startswith(
@@ -130,9 +129,7 @@ def test_unreadable_latest_checkpoint_is_moved_aside_and_the_previous_resumes(
   _, model_dir, _ = run
   copy = tmp_path / 'damaged'
   shutil.copytree(model_dir, copy)
-  for path in (copy / 'checkpoints' / '6' / 'state').rglob('*'):
-    if path.is_file():
-      path.write_bytes(b'not a checkpoint')
+  train_runs.damage(copy, 6)
   result = _train(tmp_path, copy, 8)
   assert result.returncode == 0, result.stderr[-3000:]
   notes = [l for l in result.stdout.splitlines() if l.startswith('checkpoint ')]

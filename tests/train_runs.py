@@ -1,5 +1,5 @@
 """Tiny end-to-end runs of `python -m hyperprompt_jax.train` / `.infer` in
-subprocesses, shared by the end-to-end tests."""
+subprocesses, and damaged checkpoints, shared by the end-to-end tests."""
 
 import os
 import subprocess
@@ -71,3 +71,10 @@ def steps(model_dir):
   """The steps saved under MODEL_DIR/checkpoints."""
   return sorted(int(p.name) for p in (model_dir / 'checkpoints').iterdir()
                 if p.name.isdigit())
+
+
+def damage(model_dir, step, item='state'):
+  """Overwrites every file of checkpoint `step`'s `item` with garbage."""
+  for path in (model_dir / 'checkpoints' / str(step) / item).rglob('*'):
+    if path.is_file():
+      path.write_bytes(b'not a checkpoint')
