@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL_DIR ?= /tmp/hyperprompt_jax/synthetic_global_tiny
 
-.PHONY: install test train bench clean
+.PHONY: install test train bench compare clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,9 @@ train: install
 bench: install
 	$(PY) -m hyperprompt_jax.bench
 	$(PY) -m hyperprompt_jax.resume_bench
+
+compare: install
+	$(PY) -m hyperprompt_jax.compare
 
 clean:
 	rm -rf $(VENV) build *.egg-info
