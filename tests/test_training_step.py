@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import seqio
 
+from hyperprompt_jax import losses
 from hyperprompt_jax import model as model_lib
 from hyperprompt_jax import partitioning
 import tiny_models as tm
@@ -42,7 +43,7 @@ def test_a_few_adam_steps_reduce_the_loss(variant):
   assert float(final) < 0.8 * losses[0]
 
 
-def test_loss_metrics_and_label_smoothing():
+def test_loss_metrics_and_scores():
   model = _model('none')
   batch = {k: jnp.asarray(v) for k, v in tm.unpacked_batch().items()}
   params = tm.init_params(model.module, batch)
@@ -57,3 +58,45 @@ def test_loss_metrics_and_label_smoothing():
   model.z_loss = 0.0
   plain, _ = model.loss_fn(params, batch)
   np.testing.assert_allclose(-jnp.sum(scores) / 9.0, plain, rtol=1e-5)
+
+
+def test_label_smoothing_and_z_loss_match_a_hand_computation():
+  rng = np.random.RandomState(0)
+  logits = rng.normal(size=(2, 3, 7)).astype(np.float32)
+  targets = np.array([[1, 4, 0], [6, 2, 3]])
+  weights = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]], np.float32)
+  smoothing, z_coef = 0.1, 1e-2
+  # Soft targets: 1 - smoothing on the target, the rest spread evenly.
+  soft = np.full(logits.shape, smoothing / 6)
+  np.put_along_axis(soft, targets[..., None], 1 - smoothing, -1)
+  log_z = np.log(np.exp(logits).sum(-1))
+  log_p = logits - log_z[..., None]
+  entropy = -(soft * np.log(soft)).sum(-1)
+  per_token = -(soft * log_p).sum(-1) - entropy + z_coef * log_z**2
+  loss, z_loss, weight_sum = losses.compute_weighted_cross_entropy(
+      jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(weights),
+      label_smoothing=smoothing, z_loss=z_coef)
+  np.testing.assert_allclose(loss, (per_token * weights).sum(), rtol=1e-5)
+  np.testing.assert_allclose(z_loss, (z_coef * log_z**2 * weights).sum(),
+                             rtol=1e-5)
+  assert float(weight_sum) == 5.0
+  # A perfect prediction of the smoothed targets scores 0.
+  perfect, _, _ = losses.compute_weighted_cross_entropy(
+      jnp.log(jnp.asarray(soft, jnp.float32)), jnp.asarray(targets),
+      label_smoothing=smoothing)
+  assert abs(float(perfect)) < 1e-5
+
+
+def test_model_loss_applies_its_label_smoothing():
+  model = _model('global')
+  batch = {k: jnp.asarray(v) for k, v in tm.unpacked_batch().items()}
+  params = tm.init_params(model.module, batch)
+  logits = model.logits(params, batch)
+  model.label_smoothing, model.z_loss = 0.2, 0.0
+  loss, _ = model.loss_fn(params, batch)
+  weights = (batch['decoder_target_tokens'] > 0).astype(jnp.float32)
+  total, _, tokens = losses.compute_weighted_cross_entropy(
+      logits, batch['decoder_target_tokens'], weights, label_smoothing=0.2)
+  np.testing.assert_allclose(loss, total / tokens, rtol=1e-6)
+  model.label_smoothing = 0.0
+  assert abs(float(model.loss_fn(params, batch)[0]) - float(loss)) > 1e-3
