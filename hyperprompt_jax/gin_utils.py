@@ -11,6 +11,7 @@ import logging
 import pathlib
 import sys
 import traceback
+import warnings
 from typing import Any, Iterator, Sequence
 
 import gin
@@ -124,16 +125,31 @@ def _raised_by_own_code(e: BaseException) -> bool:
   return any(where.is_relative_to(d) for d in own)
 
 
-def run_main(main) -> None:
-  """Runs `main(sys.argv[1:])`.
+def _quiet_python_logs() -> None:
+  """Only errors from absl, TensorFlow and Python warnings reach the output."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  logging.getLogger('tensorflow').setLevel(logging.ERROR)
+  warnings.filterwarnings('ignore')
 
-  The project's own errors for bad input exit with one `error: ...` line; a
-  preempted run prints one line and exits with `preemption.EXIT_CODE`.
+
+def run_main(main) -> None:
+  """Runs `main(sys.argv[1:])` as a command.
+
+  The command prints only its own lines unless `--verbose` is given (it is
+  taken out of the arguments here). The project's own errors for bad input
+  exit with one `error: ...` line; a preempted run prints one line and exits
+  with `preemption.EXIT_CODE`.
   """
   from hyperprompt_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from hyperprompt_jax import preemption  # pylint: disable=g-import-not-at-top
+  argv = sys.argv[1:]
+  if '--verbose' in argv:
+    argv.remove('--verbose')
+  else:
+    _quiet_python_logs()
   try:
-    main(sys.argv[1:])
+    main(argv)
   except preemption.Preempted as e:
     print(e, flush=True)
     sys.exit(preemption.EXIT_CODE)

@@ -45,6 +45,7 @@ def test_train_checkpoint_resume_eval(run):
   for metrics in results['results'].values():
     assert 'loss' in metrics and 'token_accuracy' in metrics
   assert 'synthetic_reverse' in second.stdout  # the printed table
+  assert second.stderr == ''  # No TensorFlow, absl or CUDA noise.
 
 
 def test_infer_cli_predicts_for_the_named_task(run):
@@ -58,6 +59,11 @@ def test_infer_cli_predicts_for_the_named_task(run):
   assert result.returncode == 0, result.stderr[-3000:]
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   assert [r['inputs'] for r in rows] == ['47193', '5512', '808']
+  assert result.stderr == ''
+  verbose = _infer(tmp_path, '--verbose', f'--checkpoint={model_dir}',
+                   '--task=synthetic_max_digit', '--input=5')
+  assert verbose.returncode == 0, verbose.stderr[-3000:]
+  assert 'prediction' in verbose.stdout and verbose.stderr  # Logs shown.
   assert {r['task'] for r in rows} == {'synthetic_max_digit'}
   assert all(isinstance(r['prediction'], str) for r in rows)
 
