@@ -1,0 +1,211 @@
+"""`python -m hyperprompt_jax.compare`: the plan of runs, the step time read
+from TensorBoard, and the command end to end on tiny runs (outputs, resume)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hyperprompt_jax import compare
+from hyperprompt_jax import hyperprompt_config
+from hyperprompt_jax import network
+from hyperprompt_jax import param_counts
+from tests import train_runs
+
+VARIANTS = ('none', 'share')
+SEEDS = 2
+STEPS = 3  # checkpoints at 2 and 3 (train_runs' CHECKPOINT_PERIOD=2)
+NUM_TASKS = 6
+
+
+def compare_args(tmp_path, output_dir, *extra) -> list[str]:
+  """compare's flags for tiny runs: train_runs' model and flags, passed through.
+
+  MODEL_DIR and TRAIN_STEPS are compare's own (per run, and --steps).
+  """
+  train_args = train_runs.train_command(tmp_path, 'unused', STEPS)[3:]
+  passed = [a for a in train_args
+            if not a.startswith(('--gin.MODEL_DIR', '--gin.TRAIN_STEPS'))]
+  return [f'--variants={",".join(VARIANTS)}', f'--seeds={SEEDS}',
+          f'--steps={STEPS}', f'--output_dir={output_dir}', *passed, *extra]
+
+
+def run_compare(tmp_path, output_dir, *extra):
+  return subprocess.run(
+      [sys.executable, '-m', 'hyperprompt_jax.compare',
+       *compare_args(tmp_path, output_dir, *extra)],
+      env=train_runs.env(tmp_path), capture_output=True, text=True)
+
+
+@pytest.fixture(scope='module')
+def comparison(tmp_path_factory):
+  """(tmp_path, output_dir, CompletedProcess) of one tiny comparison."""
+  tmp_path = tmp_path_factory.mktemp('compare')
+  output_dir = tmp_path / 'out'
+  result = run_compare(tmp_path, output_dir)
+  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+  return tmp_path, output_dir, result
+
+
+def run_names():
+  return [f'{v}-seed{s}' for v in VARIANTS for s in range(SEEDS)]
+
+
+def eval_results(output_dir, name):
+  with open(output_dir / name / compare.RESULTS_FILE) as f:
+    return json.load(f)
+
+
+def expected_added_params(variant: str) -> tuple[int, int]:
+  """(added, backbone) by param_counts for train_runs' tiny model, byte
+  vocabulary and the variant files' default sizes."""
+  config = network.T5Config(
+      vocab_size=384, emb_dim=16, num_heads=2, num_encoder_layers=1,
+      num_decoder_layers=1, head_dim=8, mlp_dim=32,
+      mlp_activations=('gelu', 'linear'))
+  hp = hyperprompt_config.HyperPromptConfig(variant=variant,
+                                            num_tasks=NUM_TASKS)
+  return (param_counts.conditioning_param_count(hp, config),
+          param_counts.backbone_param_count(config))
+
+
+def test_settings_apply_each_ablation_only_where_it_changes_the_variant():
+  config = compare.CompareConfig(
+      variants=('none', 'global', 'adapter', 'prompt_tuning'), seeds=1,
+      tunes=('all', 'conditioning'), prompt_lengths=(4,),
+      conditions=('both', 'encoder'))
+  assert [s.name for s in config.settings()] == [
+      'none',
+      'global-l4', 'global-l4-encoder',
+      'global-frozen-l4', 'global-frozen-l4-encoder',
+      'adapter', 'adapter-encoder', 'adapter-frozen', 'adapter-frozen-encoder',
+      'prompt_tuning-l4', 'prompt_tuning-frozen-l4']
+  frozen = compare.Setting('global', 'conditioning', 4, 'encoder')
+  assert frozen.bindings() == ["TUNE = 'conditioning'", 'PROMPT_LENGTH = 4',
+                               'CONDITION_DECODER = False']
+  assert compare.Setting('global').bindings() == []
+
+
+def test_train_command_puts_the_variant_file_after_the_gin_files(tmp_path):
+  config = compare.parse_args(compare_args(tmp_path, tmp_path / 'out'))
+  run = compare.Run(compare.Setting('share'), seed=1)
+  command = config.train_command(run)
+  assert command[1:3] == ['-m', 'hyperprompt_jax.train']
+  files = [a for a in command if a.startswith('--gin_file=')]
+  assert files == ['--gin_file=runs/synthetic_tiny_base.gin',
+                   '--gin_file=variants/share.gin']
+  assert command[-4:] == [
+      f"--gin_bindings=MODEL_DIR = '{tmp_path / 'out' / 'share-seed1'}'",
+      '--gin_bindings=RANDOM_SEED = 1',
+      "--gin_bindings=MIXTURE_OR_TASK_NAME = 'synthetic_prefixed_mixture'",
+      f'--gin_bindings=TRAIN_STEPS = {STEPS}']
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--variants=global,globl', "bad --variants='global,globl'"),
+    ('--tune=frozen', "bad --tune='frozen'"),
+    ('--prompt_lengths=4,x', "bad --prompt_lengths='4,x'"),
+    ('--condition=decoder', "bad --condition='decoder'"),
+    ('--seeds=0', 'bad --seeds=0'),
+    ('--gin.TRAIN_STEPS=5', '--gin.TRAIN_STEPS is set per run by compare: use '
+     '--steps instead'),
+])
+def test_bad_flags(flag, message):
+  with pytest.raises(ValueError, match=message.replace('.', r'\.')):
+    compare.parse_args([flag])
+
+
+def test_unknown_variant_is_one_error_line(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'hyperprompt_jax.compare', '--variants=globl',
+       f'--output_dir={tmp_path}'], capture_output=True, text=True)
+  assert train_runs.error_line(result).startswith(
+      "error: bad --variants='globl': give comma-separated values from none,")
+  assert not list(tmp_path.iterdir())
+
+
+def test_step_time_is_the_median_of_windows_after_each_sessions_first(
+    tmp_path):
+  # Two trainer sessions (a resumed run): each first window compiles.
+  for session, windows in enumerate([[9.0, 0.1, 0.3], [8.0, 0.2]]):
+    writer = tf.summary.create_file_writer(
+        str(tmp_path / 'train'), filename_suffix=f'.{session}')
+    with writer.as_default():
+      for step, seconds in enumerate(windows):
+        tf.summary.scalar('step_time_seconds', seconds, step=step)
+    writer.close()
+  assert compare.step_time_seconds(str(tmp_path)) == pytest.approx(0.2)
+  assert compare.step_time_seconds(str(tmp_path / 'none')) is None
+
+
+def test_outputs_hold_every_run_and_their_mean_and_std(comparison):
+  _, output_dir, result = comparison
+  with open(output_dir / 'comparison.json') as f:
+    saved = json.load(f)
+  assert [r['name'] for r in saved['runs']] == run_names()
+  assert saved['failed'] == []
+  for run in saved['runs']:  # every run's per-task metrics, as evaluated
+    assert run['results'] == eval_results(output_dir, run['name'])['results']
+    assert run['step_time_seconds'] > 0
+  tasks = sorted(saved['runs'][0]['results'])
+  assert len(tasks) == NUM_TASKS
+  for row, variant in zip(saved['rows'], VARIANTS):
+    assert row['name'] == variant
+    runs = [eval_results(output_dir, f'{variant}-seed{s}')['results']
+            for s in range(SEEDS)]
+    for task in tasks:
+      for metric in runs[0][task]:
+        values = [r[task][metric] for r in runs]
+        assert row['metrics'][task][metric] == pytest.approx(
+            {'mean': np.mean(values), 'std': np.std(values, ddof=1)})
+      scores = [np.mean([v for k, v in r[task].items()
+                         if k not in ('loss', 'token_accuracy')])
+                for r in runs]
+      assert row['tasks'][task]['mean'] == pytest.approx(np.mean(scores))
+    added, backbone = expected_added_params(variant)
+    assert (row['added_params'], row['backbone_params']) == (added, backbone)
+    assert row['added_percent'] == pytest.approx(100 * added / backbone)
+    assert row['step_time_seconds']['mean'] > 0
+
+  table = (output_dir / 'comparison.md').read_text()
+  assert table.split('\n\n', 1)[1].strip() in result.stdout
+  lines = table.splitlines()
+  assert lines[2].startswith('| variant | contains_seven | count_even |')
+  share_added = f'{expected_added_params("share")[0]:,}'
+  assert lines[-1].startswith('| share |') and f'| {share_added} |' in lines[-1]
+  png = (output_dir / 'comparison.png').read_bytes()
+  assert png.startswith(b'\x89PNG') and len(png) > 10_000
+  for name in run_names():
+    assert (output_dir / name / compare.LOG_FILE).read_text().startswith(
+        f'$ {sys.executable} -m hyperprompt_jax.train ')
+
+
+def test_rerun_keeps_finished_runs_and_completes_the_unfinished_one(
+    comparison):
+  tmp_path, output_dir, _ = comparison
+  unfinished = output_dir / 'share-seed1'
+  # As if stopped after step 2: no step-3 checkpoint, no results.
+  shutil.rmtree(unfinished / 'checkpoints' / str(STEPS))
+  os.remove(unfinished / compare.RESULTS_FILE)
+  finished = [n for n in run_names() if n != 'share-seed1']
+  before = {n: os.stat(output_dir / n / compare.RESULTS_FILE).st_mtime_ns
+            for n in finished}
+  checkpoints = {n: sorted(os.listdir(output_dir / n / 'checkpoints'))
+                 for n in finished}
+
+  result = run_compare(tmp_path, output_dir)
+  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+  for name in finished:
+    assert f'{name}: finished at step {STEPS}, not retrained' in result.stdout
+    assert os.stat(output_dir / name / compare.RESULTS_FILE
+                   ).st_mtime_ns == before[name]
+    assert sorted(os.listdir(output_dir / name / 'checkpoints')
+                  ) == checkpoints[name]
+  assert 'share-seed1: training to step 3' in result.stdout
+  assert 'Resumed from step 2' in (unfinished / compare.LOG_FILE).read_text()
+  assert eval_results(output_dir, 'share-seed1')['step'] == STEPS
