@@ -238,14 +238,16 @@ def param_counts(config: CompareConfig, setting: Setting) -> ParamCounts:
       backbone=counts_lib.backbone_param_count(module.config))
 
 
-def read_results(model_dir: str) -> Optional[tuple[int, dict]]:
-  """(step, {task: {metric: value}}) of MODEL_DIR/eval_results.json, if any."""
+def finished_results(model_dir: str, steps: int
+                     ) -> Optional[dict[str, dict[str, float]]]:
+  """{task: {metric: value}} of MODEL_DIR/eval_results.json if it is at
+  `steps`, else None."""
   path = os.path.join(model_dir, RESULTS_FILE)
   if not os.path.exists(path):
     return None
   with open(path) as f:
     saved = json.load(f)
-  return saved['step'], saved['results']
+  return saved['results'] if saved['step'] == steps else None
 
 
 def step_time_seconds(model_dir: str) -> Optional[float]:
@@ -295,39 +297,52 @@ def _failure(log_path: str) -> str:
   return (errors or lines or ['(no output)'])[-1]
 
 
-def run_one(config: CompareConfig, run: Run, label: str) -> Optional[RunResult]:
-  """Trains and evaluates `run` unless finished; None (said so) if it fails.
+def _train_run(config: CompareConfig, run: Run, label: str
+               ) -> Optional[dict[str, dict[str, float]]]:
+  """Trains `run` (continuing it if started) and evaluates it.
+
+  Returns:
+    Its per-task results, or None (said in one line) if it failed.
 
   Raises:
     preemption.Preempted: the run was preempted (saved); run again.
   """
   model_dir = config.model_dir(run)
-  saved = read_results(model_dir)
-  if saved is None or saved[0] != config.steps:
-    os.makedirs(model_dir, exist_ok=True)
-    log_path = os.path.join(model_dir, LOG_FILE)
-    print(f'{label} {run.name}: training to step {config.steps} '
-          f'(log: {log_path})', flush=True)
-    start = time.time()
-    code = _train(config.train_command(run), log_path,
-                  os.path.join(config.output_dir, CACHE_DIR))
-    if code == preemption.EXIT_CODE:
-      raise preemption.Preempted(
-          f'{run.name} was preempted (saved in {model_dir}); run the same '
-          f'compare command again to continue (exit code {code})')
-    saved = read_results(model_dir) if code == 0 else None
-    if saved is None or saved[0] != config.steps:
-      reason = (f'exit code {code}: {_failure(log_path)}' if code else
-                f'its {RESULTS_FILE} is not at step {config.steps}')
-      print(f'{label} {run.name} failed ({reason}); log: {log_path}',
-            flush=True)
-      return None
-    print(f'{label} {run.name}: done in {time.time() - start:.0f} s',
+  os.makedirs(model_dir, exist_ok=True)
+  log_path = os.path.join(model_dir, LOG_FILE)
+  print(f'{label} {run.name}: training to step {config.steps} '
+        f'(log: {log_path})', flush=True)
+  start = time.time()
+  code = _train(config.train_command(run), log_path,
+                os.path.join(config.output_dir, CACHE_DIR))
+  if code == preemption.EXIT_CODE:
+    raise preemption.Preempted(
+        f'{run.name} was preempted (saved in {model_dir}); run the same '
+        f'compare command again to continue (exit code {code})')
+  results = finished_results(model_dir, config.steps) if code == 0 else None
+  if results is None:
+    reason = (f'exit code {code}: {_failure(log_path)}' if code else
+              f'its {RESULTS_FILE} is not at step {config.steps}')
+    print(f'{label} {run.name} failed ({reason}); log: {log_path}',
           flush=True)
   else:
+    print(f'{label} {run.name}: done in {time.time() - start:.0f} s',
+          flush=True)
+  return results
+
+
+def run_one(config: CompareConfig, run: Run, label: str) -> Optional[RunResult]:
+  """`run`'s results, trained unless it is finished; None if it failed."""
+  model_dir = config.model_dir(run)
+  results = finished_results(model_dir, config.steps)
+  if results is not None:
     print(f'{label} {run.name}: finished at step {config.steps}, not '
           'retrained', flush=True)
-  return RunResult(run, saved[1], step_time_seconds(model_dir))
+  else:
+    results = _train_run(config, run, label)
+  if results is None:
+    return None
+  return RunResult(run, results, step_time_seconds(model_dir))
 
 
 def task_scores(results: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -417,7 +432,7 @@ def markdown_table(config: CompareConfig, rows: Sequence[dict]) -> str:
   return '\n'.join(lines)
 
 
-def write_chart(rows: Sequence[dict], path: str) -> None:
+def write_chart(rows: Sequence[dict], title: str, path: str) -> None:
   """Grouped bars: per task and the average, one bar per setting, std bars."""
   tasks = sorted({t for row in rows for t in row['tasks']})
   groups = [*_short_names(tasks).values(), 'average']
@@ -432,7 +447,8 @@ def write_chart(rows: Sequence[dict], path: str) -> None:
              means, width, yerr=stds, capsize=2, label=row['name'])
   axes.set_xticks(np.arange(len(groups)), groups, rotation=20, ha='right')
   axes.set_ylabel('score (mean of the task\'s metrics)')
-  axes.legend(fontsize='small', ncol=2)
+  axes.set_title(title)
+  axes.legend(fontsize='small', loc='upper left', bbox_to_anchor=(1, 1))
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   plt.close(figure)
@@ -443,11 +459,12 @@ def write_outputs(config: CompareConfig, rows: Sequence[dict],
   """Writes OUTPUT_DIR/comparison.{md,json,png}; returns the table."""
   table = markdown_table(config, rows)
   base = os.path.join(config.output_dir, OUTPUT_NAME)
-  seeds = ', '.join(map(str, range(config.seeds)))
+  title = (f'{config.mixture}, {config.steps} steps, seeds '
+           f'{", ".join(map(str, range(config.seeds)))}')
   with open(base + '.md', 'w') as f:
-    f.write(f'{config.mixture}, {config.steps} steps, seeds {seeds}: scores '
-            'per task (mean of its metrics) and their average, mean ± sample '
-            'std over seeds; median train-step time.\n\n' + table + '\n')
+    f.write(f'{title}: scores per task (mean of its metrics) and their '
+            'average, mean ± sample std over seeds; median train-step '
+            'time.\n\n' + table + '\n')
   with open(base + '.json', 'w') as f:
     json.dump({
         'mixture': config.mixture,
@@ -462,7 +479,7 @@ def write_outputs(config: CompareConfig, rows: Sequence[dict],
                   'step_time_seconds': r.step_time_seconds} for r in results],
         'failed': list(failed),
     }, f, indent=2)
-  write_chart(rows, base + '.png')
+  write_chart(rows, title, base + '.png')
   return table
 
 
