@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL_DIR ?= /tmp/hyperprompt_jax/synthetic_global_tiny
 
-.PHONY: install test train bench compare clean
+.PHONY: install test train bench compare t5x clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,20 @@ bench: install
 
 compare: install
 	$(PY) -m hyperprompt_jax.compare
+
+# t5x, airio and jestimator are not on PyPI: pinned commits of their git
+# repositories, or local copies where no git host is reachable, e.g.
+#   make t5x T5X_SRC=/src/t5x AIRIO_SRC=/src/airio JESTIMATOR_SRC=/src/jestimator
+T5X_SRC ?= git+https://github.com/google-research/t5x@cc342d419ec3e3e9c4bf1df33c82330cafdc1e16
+AIRIO_SRC ?= git+https://github.com/google/airio@69897df7d9a427b947a9f7bb4164c7782b43e601
+JESTIMATOR_SRC ?= git+https://github.com/google-research/jestimator@326824a477feef6d92e6f44175000907a72899ca
+
+# --no-deps: their setup.py files pull flax, optax, clu and seqio from git
+# heads, which would replace the tested pins of requirements.txt.
+t5x: install
+	$(PY) -m pip install --quiet --no-deps $(T5X_SRC) $(AIRIO_SRC) $(JESTIMATOR_SRC)
+	$(PY) -m pip install --quiet --no-deps -r requirements-t5x.txt
+	$(PY) -c "import t5x.train, airio, jestimator; print('t5x is installed; make test now runs the t5x tests too')"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

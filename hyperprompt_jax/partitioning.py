@@ -47,3 +47,14 @@ def logical_axis_rules(
 def is_conditioning_param(path: tuple[str, ...]) -> bool:
   """Whether the parameter at `path` belongs to the task conditioning."""
   return any(name in CONDITIONING_MODULES for name in path)
+
+
+def is_conditioning_path(path: str, value=None) -> bool:
+  """`is_conditioning_param` for a '/'-joined path such as '/encoder/...'.
+
+  The `filter_fn` of flax's `ModelParamTraversal`, which t5x's
+  `MultiOptimizer` uses to train only the task conditioning
+  (gin/t5x/tune_conditioning.gin).
+  """
+  del value
+  return is_conditioning_param(tuple(name for name in path.split('/') if name))

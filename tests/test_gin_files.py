@@ -109,7 +109,11 @@ def test_every_gin_file_is_covered():
              *(f't5x/models/t5_1_1_{s}.gin' for s in SIZES),
              *(f't5x/runs/{r}.gin' for r in T5X_RUNS),
              't5x/model.gin', 't5x/runs/finetune.gin',  # Included by those.
-             't5x/runs/hyperprompt.gin', 't5x/runs/synthetic_tiny.gin'}
+             't5x/runs/hyperprompt.gin', 't5x/runs/synthetic_tiny.gin',
+             # Run by tests/test_t5x_train.py (t5x.eval, t5x.infer, frozen).
+             't5x/synthetic_tiny_data.gin', 't5x/runs/infer.gin',
+             't5x/runs/synthetic_tiny_eval.gin',
+             't5x/runs/synthetic_tiny_infer.gin', 't5x/tune_conditioning.gin'}
   assert set(_gin_files('**/*.gin')) <= covered
 
 

@@ -1,10 +1,11 @@
-"""t5x's restore transformation, called exactly as t5x.train calls it (no t5x
-needed)."""
+"""t5x's restore transformation, called exactly as t5x.train calls it, and the
+MultiOptimizer filter of the frozen backbone (no t5x needed)."""
 
 import functools
 
 import pytest
 
+from hyperprompt_jax import partitioning
 from hyperprompt_jax import t5x_restore
 
 STATE = {'target': {'encoder': {'encoder_norm': {'scale': 1},
@@ -42,3 +43,11 @@ def test_the_call_t5x_train_makes(is_resuming):
   else:
     with pytest.raises(ValueError, match='lacks backbone parameter'):
       fn(incomplete, STATE)
+
+
+def test_conditioning_path_filter_of_t5x_multi_optimizer():
+  # flax's ModelParamTraversal calls filter_fn('/a/b/c', value).
+  assert partitioning.is_conditioning_path('/encoder/hyperprompt/global_prompts')
+  assert partitioning.is_conditioning_path('/decoder/adapters/down', None)
+  assert not partitioning.is_conditioning_path(
+      '/encoder/layers_0/mlp/wi_0/kernel')
