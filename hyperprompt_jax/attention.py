@@ -16,39 +16,124 @@ _MASKED = -1e10
 
 @flax.struct.dataclass
 class Prompts:
-  """Extra key/value slots that one self-attention layer prepends.
+  """Extra key/value slots that one self-attention layer attends to.
 
-  They live in the projected key/value space and carry no position bias.
+  They live in the projected key/value space, carry no position bias and are
+  visible to every query of their task, whatever the token mask says.
 
   Attributes:
-    key: `[prompts, heads, head_dim]` shared by the batch, or
-      `[batch, prompts, heads, head_dim]`.
+    key: `[batch, l, heads, head_dim]`, each row's own task's slots (rows of
+      one task); or, with `query_tasks`, `[tasks, l, heads, head_dim]`, every
+      task's slots.
     value: same shape as `key`.
-    mask: `[batch, 1, q_len, prompts]` (1 = visible), or None when every query
-      sees every slot.
+    query_tasks: None, or `[batch, q_len]` task id of every query (packed
+      rows): each query sees the `l` slots of its own task only.
   """
   key: jnp.ndarray
   value: jnp.ndarray
-  mask: jnp.ndarray | None = None
+  query_tasks: jnp.ndarray | None = None
+
+  def same_task(self) -> jnp.ndarray:
+    """`[batch, 1, q_len, tasks, 1]`: whether a task is the query's own."""
+    tasks = jnp.arange(self.key.shape[0])
+    return self.query_tasks[:, None, :, None, None] == tasks[:, None]
 
 
-def _prompt_equation(prompt_key: jnp.ndarray) -> str:
-  return 'phd' if prompt_key.ndim == 3 else 'bphd'
+def _token_logits(query, key, mask, bias):
+  """`[batch, heads, q_len, k_len]` logits; masked positions get `_MASKED`."""
+  logits = jnp.einsum('bqhd,bkhd->bhqk', query, key)
+  if bias is not None:
+    logits = logits + bias.astype(logits.dtype)
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.asarray(_MASKED, logits.dtype))
+  return logits
 
 
-def dot_product_attention(query, key, value, bias=None, prompts=None,
-                          dropout_rng=None, dropout_rate=0.0,
+def _prompt_logits(query, prompts: Prompts):
+  """`[batch, heads, q_len, l]`: each query against its own task's slots.
+
+  Packed rows score every task's slots and keep each query's own: a per-query
+  gather of the slots would copy `[batch, q_len, l, heads, head_dim]` (wider
+  than these logits by `head_dim`), whereas the all-task logits are one
+  temporary `tasks` times the result that nothing keeps for the backward pass,
+  at `tasks * l` extra multiply-adds per query and head.
+  """
+  key = prompts.key.astype(query.dtype)
+  if prompts.query_tasks is None:
+    return jnp.einsum('bqhd,bphd->bhqp', query, key)
+  logits = jnp.einsum('bqhd,tphd->bhqtp', query, key)
+  return jnp.where(prompts.same_task(), logits, 0).sum(axis=-2)
+
+
+def _prompt_output(weights, prompts: Prompts, drop, dtype):
+  """`[batch, q_len, heads, head_dim]` from weights `[batch, heads, q_len, l]`.
+
+  `drop` applies attention dropout to the per-slot weights: in packed rows it
+  sees every task's slots, so each task's slots are dropped independently,
+  as slots of one softmax over all tasks would be.
+  """
+  value = prompts.value.astype(dtype)
+  if prompts.query_tasks is None:
+    return jnp.einsum('bhqp,bphd->bqhd', drop(weights), value)
+  spread = jnp.where(prompts.same_task(), weights[..., None, :], 0)
+  return jnp.einsum('bhqtp,tphd->bqhd', drop(spread), value)
+
+
+@jax.custom_jvp
+def _blockwise_softmax(*blocks):
+  """One softmax over the last axes of `blocks` together, returned per block.
+
+  Equals splitting `softmax(concatenate(blocks, -1))`, without the copy: one
+  max and one normaliser are merged from the blocks' own.
+  """
+  top = functools.reduce(jnp.maximum, [b.max(-1, keepdims=True) for b in blocks])
+  top = jax.lax.stop_gradient(top)
+  unnormalized = [jnp.exp(b - top) for b in blocks]
+  total = sum(u.sum(-1, keepdims=True) for u in unnormalized)
+  return tuple(u / total for u in unnormalized)
+
+
+@_blockwise_softmax.defjvp
+def _blockwise_softmax_jvp(primals, tangents):
+  # As jax.nn.softmax's: only the outputs are kept for the backward pass.
+  weights = _blockwise_softmax(*primals)
+  mean = sum((w * t).sum(-1, keepdims=True) for w, t in zip(weights, tangents))
+  return weights, tuple(w * (t - mean) for w, t in zip(weights, tangents))
+
+
+def _dropout(weights, rng, rate):
+  """T5's attention dropout: the pattern is shared along the query axis.
+
+  Args:
+    weights: `[batch, heads, q_len, ...slots]`.
+    rng: key of the pattern.
+    rate: drop probability.
+  """
+  keep_prob = 1.0 - rate
+  keep_shape = weights.shape[:2] + (1,) + weights.shape[3:]
+  keep = jax.random.bernoulli(rng, keep_prob, keep_shape)
+  return weights * (keep.astype(weights.dtype)
+                    / jnp.asarray(keep_prob, weights.dtype))
+
+
+def dot_product_attention(query, key, value, mask=None, bias=None,
+                          prompts=None, dropout_rng=None, dropout_rate=0.0,
                           deterministic=True, dtype=jnp.float32,
                           float32_logits=False):
-  """Softmax attention over `[prompts; keys]`.
+  """Softmax attention over `[prompts; keys]`, as two blocks.
+
+  Prompt slots and tokens share one softmax but are scored and summed apart,
+  so neither keys, values nor logits are concatenated.
 
   Args:
     query: `[batch, q_len, heads, head_dim]`.
     key: `[batch, k_len, heads, head_dim]`.
     value: `[batch, k_len, heads, head_dim]`.
+    mask: bool, broadcastable to `[batch, heads, q_len, k_len]` (True = may
+      attend); prompts ignore it.
     bias: additive bias broadcastable to `[batch, heads, q_len, k_len]`
-      (masks and relative positions); prompts get none of it.
-    prompts: optional `Prompts` whose slots come first.
+      (relative positions); prompts get none of it.
+    prompts: optional `Prompts`.
     dropout_rng: key for attention dropout.
     dropout_rate: attention dropout rate.
     deterministic: disables dropout.
@@ -60,33 +145,21 @@ def dot_product_attention(query, key, value, bias=None, prompts=None,
   """
   if float32_logits:
     query, key = query.astype(jnp.float32), key.astype(jnp.float32)
-  logits = jnp.einsum('bqhd,bkhd->bhqk', query, key)
-  if bias is not None:
-    logits = logits + bias.astype(logits.dtype)
-  num_prompts = 0
+  blocks = [_token_logits(query, key, mask, bias)]
   if prompts is not None:
-    eq = _prompt_equation(prompts.key)
-    prompt_key = prompts.key.astype(query.dtype)
-    prompt_logits = jnp.einsum(f'bqhd,{eq}->bhqp', query, prompt_key)
-    if prompts.mask is not None:
-      prompt_logits = jnp.where(prompts.mask > 0, prompt_logits,
-                                jnp.asarray(_MASKED, prompt_logits.dtype))
-    num_prompts = prompt_logits.shape[-1]
-    logits = jnp.concatenate([prompt_logits, logits], axis=-1)
+    blocks.append(_prompt_logits(query, prompts))
+  weights = [w.astype(dtype) for w in _blockwise_softmax(*blocks)]
 
-  weights = jax.nn.softmax(logits).astype(dtype)
-  if not deterministic and dropout_rate > 0.0:
-    keep_prob = 1.0 - dropout_rate
-    # Like T5, the dropout pattern is shared along the query axis.
-    keep_shape = weights.shape[:-2] + (1,) + weights.shape[-1:]
-    keep = jax.random.bernoulli(dropout_rng, keep_prob, keep_shape)
-    weights = weights * (keep.astype(dtype) / jnp.asarray(keep_prob, dtype))
-
-  out = jnp.einsum('bhqk,bkhd->bqhd', weights[..., num_prompts:], value)
+  dropping = not deterministic and dropout_rate > 0.0
+  rngs = [dropout_rng] * len(blocks)
+  if dropping and prompts is not None:
+    rngs = list(jax.random.split(dropout_rng))
+  drop = lambda w, rng: _dropout(w, rng, dropout_rate) if dropping else w
+  out = jnp.einsum('bhqk,bkhd->bqhd', drop(weights[0], rngs[0]), value)
   if prompts is not None:
-    eq = _prompt_equation(prompts.value)
-    out = out + jnp.einsum(f'bhqp,{eq}->bqhd', weights[..., :num_prompts],
-                           prompts.value.astype(value.dtype))
+    out = out + _prompt_output(weights[1], prompts,
+                               functools.partial(drop, rng=rngs[1]),
+                               value.dtype)
   return out
 
 
@@ -148,17 +221,13 @@ class MultiHeadDotProductAttention(nn.Module):
     if decode:
       key, value, mask, bias = self._update_cache(key, value, mask, bias)
 
-    attention_bias = None
     if mask is not None:
-      attention_bias = jnp.where(mask > 0, 0.0, _MASKED).astype(self.dtype)
-    if bias is not None:
-      attention_bias = bias if attention_bias is None else attention_bias + bias
-
+      mask = mask.astype(bool)
     dropout_rng = None
     if not deterministic and self.dropout_rate > 0.0:
       dropout_rng = self.make_rng('dropout')
     x = dot_product_attention(
-        query, key, value, bias=attention_bias, prompts=prompts,
+        query, key, value, mask=mask, bias=bias, prompts=prompts,
         dropout_rng=dropout_rng, dropout_rate=self.dropout_rate,
         deterministic=deterministic, dtype=self.dtype,
         float32_logits=self.float32_logits)

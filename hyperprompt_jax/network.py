@@ -82,11 +82,9 @@ def _prompt_generator(cfg: T5Config, hp: hp_config.HyperPromptConfig,
       name='hyperprompt')
 
 
-def _layer_prompts(routed, layer: int) -> attention.Prompts | None:
-  if routed is None:
-    return None
-  keys, values, mask = routed
-  return attention.Prompts(keys[layer], values[layer], mask)
+def _layer_prompts(routed: prompt_generator.StackPrompts | None,
+                   layer: int) -> attention.Prompts | None:
+  return None if routed is None else routed.layer(layer)
 
 
 def _routed_adapters(cfg: T5Config, hp: hp_config.HyperPromptConfig,
@@ -297,20 +295,20 @@ class Decoder(nn.Module):
       return None
     if decode and self.has_variable('cache', 'prompt_keys'):
       # A cached step: the prompts were computed once, for the whole sequence.
-      keys = self.get_variable('cache', 'prompt_keys')
-      values = self.get_variable('cache', 'prompt_values')
-      return jnp.swapaxes(keys, 0, 1), jnp.swapaxes(values, 0, 1), None
+      return prompt_generator.StackPrompts(
+          self.get_variable('cache', 'prompt_keys'),
+          self.get_variable('cache', 'prompt_values'))
     task_ids = prompt_generator.check_task_ids(decoder_task_ids,
                                                'decoder_task_ids')
     keys, values = _prompt_generator(cfg, hp, cfg.num_decoder_layers)(
         deterministic)
-    if not decode:
-      return prompt_generator.route_prompts(keys, values, task_ids, packed)
-    row_keys, row_values = prompt_generator.gather_task_prompts(
-        keys, values, task_ids[:, 0])
-    self.put_variable('cache', 'prompt_keys', row_keys)
-    self.put_variable('cache', 'prompt_values', row_values)
-    return jnp.swapaxes(row_keys, 0, 1), jnp.swapaxes(row_values, 0, 1), None
+    # Decoded rows are unpacked: the cache holds each row's own task's slots.
+    routed = prompt_generator.route_prompts(keys, values, task_ids,
+                                            packed and not decode)
+    if decode:
+      self.put_variable('cache', 'prompt_keys', routed.keys)
+      self.put_variable('cache', 'prompt_values', routed.values)
+    return routed
 
   def _adapters(self, decoder_task_ids, packed, decode):
     """Routed decoder adapters; cached steps read each row's task id."""

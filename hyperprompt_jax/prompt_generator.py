@@ -1,8 +1,10 @@
 """Hyper-prompt generators: every layer's key/value prompts for every task."""
 
+import flax
 from flax import linen as nn
 import jax.numpy as jnp
 
+from hyperprompt_jax import attention
 from hyperprompt_jax import hyperprompt_config as hp_config
 from hyperprompt_jax import hypernetwork
 
@@ -138,9 +140,35 @@ class HyperPromptGenerator(nn.Module):
         cfg.kernel_init, self.dtype)
 
 
+@flax.struct.dataclass
+class StackPrompts:
+  """Every layer's hyper-prompts of one stack, routed to a batch.
+
+  Attributes:
+    keys: `[batch, layers, l, heads, head_dim]`, each row's own task's slots
+      (unpacked rows and the decoding cache, whose batch axis comes first so
+      that beam search can tile it); or, with `query_tasks`, `[tasks, layers,
+      l, heads, head_dim]`, every task's slots (packed rows).
+    values: same shape as `keys`.
+    query_tasks: packed rows only: `[batch, length]` task id of every token.
+  """
+  keys: jnp.ndarray
+  values: jnp.ndarray
+  query_tasks: jnp.ndarray | None = None
+
+  def layer(self, index: int) -> attention.Prompts:
+    """The prompts of one layer."""
+    return attention.Prompts(self.keys[:, index], self.values[:, index],
+                             self.query_tasks)
+
+
 def route_prompts(keys: jnp.ndarray, values: jnp.ndarray,
-                  task_ids: jnp.ndarray, packed: bool):
+                  task_ids: jnp.ndarray, packed: bool) -> StackPrompts:
   """Chooses which prompt slots each query token sees.
+
+  An unpacked row holds one task, so it gets that task's `l` slots per layer
+  (its first token names the task). Packed rows may hold several tasks: they
+  keep every task's slots, and attention pairs each token with its own task's.
 
   Args:
     keys: `[layers, tasks, l, heads, head_dim]` from the generator.
@@ -148,32 +176,12 @@ def route_prompts(keys: jnp.ndarray, values: jnp.ndarray,
     task_ids: `[batch, length]` task id of every token.
     packed: whether rows may hold several examples (segments) of different
       tasks.
-
-  Returns:
-    `(keys, values, mask)`. Packed: keys/values `[layers, tasks * l, heads,
-    head_dim]` shared by the batch and mask `[batch, 1, length, tasks * l]`
-    letting a token see only its own task's slots. Unpacked: each row has one
-    task, so keys/values are gathered per row, `[layers, batch, l, heads,
-    head_dim]`, and mask is None.
   """
-  num_layers, num_tasks, length = keys.shape[:3]
-  if not packed:
-    row_task = task_ids[:, 0]
-    return keys[:, row_task], values[:, row_task], None
-  flat = lambda x: x.reshape((num_layers, num_tasks * length) + x.shape[3:])
-  slot_task = jnp.repeat(jnp.arange(num_tasks), length)
-  mask = task_ids[:, None, :, None] == slot_task[None, None, None, :]
-  return flat(keys), flat(values), mask
-
-
-def gather_task_prompts(keys: jnp.ndarray, values: jnp.ndarray,
-                        row_task_ids: jnp.ndarray):
-  """Per-row prompts `[batch, layers, l, heads, head_dim]` for decoding caches.
-
-  The batch axis comes first so that beam search can tile the cache.
-  """
-  take = lambda x: jnp.swapaxes(x[:, row_task_ids], 0, 1)
-  return take(keys), take(values)
+  keys, values = jnp.swapaxes(keys, 0, 1), jnp.swapaxes(values, 0, 1)
+  if packed:
+    return StackPrompts(keys, values, task_ids)
+  row_task = task_ids[:, 0]
+  return StackPrompts(keys[row_task], values[row_task])
 
 
 def check_task_ids(task_ids: jnp.ndarray | None, name: str) -> jnp.ndarray:
