@@ -6,6 +6,7 @@
 
 import os
 import time
+import uuid
 from typing import Optional
 
 import gin
@@ -73,7 +74,8 @@ def _make_model_dir(model_dir: str) -> None:
   """Creates MODEL_DIR, or says in one line why it cannot."""
   try:
     tf.io.gfile.makedirs(model_dir)
-    probe = os.path.join(model_dir, '.write_check')
+    # A name of its own: every process of a multi-host run probes at once.
+    probe = os.path.join(model_dir, f'.write_check-{uuid.uuid4().hex}')
     with tf.io.gfile.GFile(probe, 'w') as f:
       f.write('')
     tf.io.gfile.remove(probe)

@@ -9,6 +9,7 @@ read back from the registered tasks, so it can never drift from the data.
 import functools
 import json
 import os
+import uuid
 from collections.abc import Mapping
 
 import seqio
@@ -83,8 +84,11 @@ def save_task_id_map(path: str, mapping: Mapping[str, int]) -> None:
   directory = os.path.dirname(path)
   if directory:
     tf.io.gfile.makedirs(directory)
-  with tf.io.gfile.GFile(path, 'w') as f:
+  # Written whole, then renamed: other processes may be reading `path`.
+  partial = f'{path}.tmp-{uuid.uuid4().hex}'
+  with tf.io.gfile.GFile(partial, 'w') as f:
     json.dump(dict(mapping), f, indent=2)
+  tf.io.gfile.rename(partial, path, overwrite=True)
 
 
 def load_task_id_map(path: str) -> dict[str, int]:
