@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+TEST_WORKERS ?= 2
 MODEL_DIR ?= /tmp/hyperprompt_jax/synthetic_global_tiny
 
 .PHONY: install test train bench compare t5x clean
@@ -16,7 +17,7 @@ $(VENV)/.installed: setup.py requirements.txt
 	touch $@
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 train: install
 	$(PY) -m hyperprompt_jax.train --gin_file=gin/runs/synthetic_global_tiny.gin --gin.MODEL_DIR="'$(MODEL_DIR)'"

@@ -49,5 +49,6 @@ setuptools.setup(
     packages=['hyperprompt_jax', 'hyperprompt_jax.tasks'],
     package_dir={'hyperprompt_jax.tasks': 'tasks'},
     install_requires=INSTALL_REQUIRES,
-    extras_require={'test': ['pytest>=9,<10']},
+    extras_require={'test': ['pytest>=9,<10', 'pytest-xdist>=3.6,<4',
+                             'filelock>=3.12']},
 )

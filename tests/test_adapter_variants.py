@@ -98,50 +98,12 @@ def test_fresh_adapters_are_close_to_the_identity(variant):
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
-def test_cached_decoding_logits_equal_the_full_pass(variant):
-  """Teacher-forced cached steps reproduce every full-pass logit."""
-  vocab = seqio.PassThroughVocabulary(tm.VOCAB, eos_id=1)
-  model = model_lib.EncoderDecoderModel(tm.transformer(variant), vocab, vocab,
-                                        feature_converter_cls=object)
-  batch = {k: jnp.asarray(v) for k, v in
-           tm.unpacked_batch(task_ids=(0, 2), dec_len=4).items()}
-  params = tm.init_params(model.module, batch)
-  # Every position a real target, as in decoding (no padding queries).
-  full = np.asarray(tm.apply(model.module, params, dict(
-      batch, decoder_target_tokens=jnp.ones_like(
-          batch['decoder_target_tokens']))))
-  length = batch['decoder_input_tokens'].shape[1]
-
-  @jax.jit
-  def cached_logits(params):
-    encoded, cache = model._init_decoding(params, batch, length)  # pylint: disable=protected-access
-    steps = []
-    for i in range(length):
-      ids = batch['decoder_input_tokens'][:, i:i + 1]
-      logits, cache = model._tokens_to_logits(  # pylint: disable=protected-access
-          params, encoded, batch['encoder_input_tokens'], length, ids, cache)
-      steps.append(logits)
-    return jnp.stack(steps, axis=1), cache
-
-  cached, cache = cached_logits(params)
-  np.testing.assert_array_equal(cache['decoder']['adapter_task_ids'], [0, 2])
-  np.testing.assert_allclose(cached, full, rtol=1e-4, atol=1e-5)
-
-
-def _abstract_params(module):
-  batch = {k: jax.ShapeDtypeStruct(v.shape, jnp.int32)
-           for k, v in tm.unpacked_batch().items()}
-  return jax.eval_shape(lambda b: module.init(
-      jax.random.PRNGKey(0), **b, enable_dropout=False), batch)
-
-
-@pytest.mark.parametrize('variant', VARIANTS)
 @pytest.mark.parametrize('overrides', [
     {}, {'num_tasks': 7, 'adapter_dim': 9}, {'encoder': False},
     {'decoder': False, 'task_embed_dim': 3, 'task_mlp_dim': 11}])
 def test_counts_axes_and_tree_of_the_new_parameters(variant, overrides):
   module = tm.transformer(variant, **overrides)
-  variables = _abstract_params(module)
+  variables = tm.variable_shapes(module)
   params = _flat(variables['params'])
   axes = _flat(variables['params_axes'])
   new = {k: v for k, v in params.items()
@@ -150,7 +112,7 @@ def test_counts_axes_and_tree_of_the_new_parameters(variant, overrides):
       param_counts.conditioning_param_count(module.hyperprompt, module.config))
   # The backbone is exactly variant none's; the new parameters sit in one
   # `adapters` module per conditioned stack.
-  plain = _flat(_abstract_params(tm.transformer('none'))['params'])
+  plain = _flat(tm.variable_shapes(tm.transformer('none'))['params'])
   assert {k: v.shape for k, v in params.items() if k not in new} == {
       k: v.shape for k, v in plain.items()}
   stacks = {k[0] for k in new}
@@ -181,7 +143,7 @@ def test_hyperformer_grows_sublinearly_with_tasks_and_layers():
 
 @pytest.mark.parametrize('variant', VARIANTS)
 def test_frozen_backbone_trains_exactly_the_new_parameters(variant):
-  params = _abstract_params(tm.transformer(variant))['params']
+  params = tm.variable_shapes(tm.transformer(variant))['params']
   mask = _flat(trainer.trainable_mask(params, 'conditioning'))
   trainable = {k for k, m in mask.items() if m}
   assert trainable and trainable == {k for k in mask if 'adapters' in k}

@@ -11,8 +11,6 @@ from hyperprompt_jax import model as model_lib
 from hyperprompt_jax import network
 import tiny_models as tm
 
-VARIANTS = ('none', *tm.CONDITIONED_VARIANTS)
-
 
 def _model(variant, dtype):
   module = network.Transformer(tm.t5_config(dtype=dtype), tm.hp_config(variant))
@@ -21,7 +19,7 @@ def _model(variant, dtype):
                                        feature_converter_cls=object)
 
 
-@pytest.mark.parametrize('variant', VARIANTS)
+@pytest.mark.parametrize('variant', tm.VARIANTS)
 def test_bf16_forward_and_gradients_follow_float32(variant):
   batch = {k: jnp.asarray(v) for k, v in tm.unpacked_batch().items()}
   f32, bf16 = _model(variant, jnp.float32), _model(variant, jnp.bfloat16)

@@ -298,7 +298,8 @@ _TWO_DEVICES = textwrap.dedent("""
 
 
 def test_sharded_restore_reads_only_each_devices_part(tmp_path):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+  env = dict(os.environ, XLA_FLAGS=os.environ.get('XLA_FLAGS', '') +
+             ' --xla_force_host_platform_device_count=2',
              JAX_PLATFORMS='cpu')
   result = subprocess.run(
       [sys.executable, '-c', _TWO_DEVICES.format(

@@ -39,7 +39,7 @@ def run_compare(tmp_path, output_dir, *extra):
   return subprocess.run(
       [sys.executable, '-m', 'hyperprompt_jax.compare',
        *compare_args(tmp_path, output_dir, *extra)],
-      env=train_runs.env(tmp_path), capture_output=True, text=True)
+      capture_output=True, text=True)
 
 
 @pytest.fixture(scope='module')

@@ -66,9 +66,7 @@ def _t5_1_1_tree(cfg):
 
 def test_none_variant_has_the_plain_t5_1_1_tree():
   module = tm.transformer('none')
-  batch = tm.unpacked_batch()
-  variables = module.init(jax.random.PRNGKey(0), **{
-      k: jnp.asarray(v) for k, v in batch.items()}, enable_dropout=False)
+  variables = tm.variable_shapes(module)
   params = traverse_util.flatten_dict(variables['params'], sep='/')
   axes = traverse_util.flatten_dict(variables['params_axes'], sep='/')
   got = {path: (value.shape, axes[path + '_axes'].names)
@@ -79,10 +77,7 @@ def test_none_variant_has_the_plain_t5_1_1_tree():
 
 @pytest.mark.parametrize('variant', hyperprompt_config.VARIANTS)
 def test_every_parameter_has_logical_axes(variant):
-  module = tm.transformer(variant)
-  batch = tm.unpacked_batch()
-  variables = module.init(jax.random.PRNGKey(0), **{
-      k: jnp.asarray(v) for k, v in batch.items()}, enable_dropout=False)
+  variables = tm.variable_shapes(tm.transformer(variant))
   params = traverse_util.flatten_dict(variables['params'], sep='/')
   axes = traverse_util.flatten_dict(variables['params_axes'], sep='/')
   for path, value in params.items():

@@ -20,7 +20,7 @@ def _count(params, conditioning: bool) -> int:
 @pytest.mark.parametrize('stacks', [(True, True), (True, False), (False, True)])
 def test_counts_match_formulas(variant, stacks):
   module = tm.transformer(variant, encoder=stacks[0], decoder=stacks[1])
-  params = tm.init_params(module, tm.unpacked_batch())
+  params = tm.variable_shapes(module)['params']
   assert _count(params, False) == param_counts.backbone_param_count(
       module.config)
   assert _count(params, True) == param_counts.conditioning_param_count(

@@ -30,7 +30,7 @@ def _preempt_after_step(tmp_path, model_dir, step):
   """Starts a long run and sends SIGTERM once `step` is logged."""
   proc = subprocess.Popen(
       train_runs.train_command(tmp_path, model_dir, 1000, *_BINDINGS),
-      env=train_runs.env(tmp_path), stdout=subprocess.PIPE,
+      stdout=subprocess.PIPE,
       stderr=subprocess.DEVNULL, text=True)
   lines = []
   for line in proc.stdout:

@@ -120,7 +120,8 @@ _SHARDED_SCRIPT = textwrap.dedent("""
 
 
 def test_eight_devices_on_2x4_mesh_match_one_device():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+  env = dict(os.environ, XLA_FLAGS=os.environ.get('XLA_FLAGS', '') +
+             ' --xla_force_host_platform_device_count=8',
              JAX_PLATFORMS='cpu')
   script = _SHARDED_SCRIPT.format(tests=os.path.dirname(__file__))
   out = subprocess.run([sys.executable, '-c', script], env=env, check=True,

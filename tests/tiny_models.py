@@ -14,6 +14,7 @@ VOCAB = 32
 NUM_TASKS = 3
 CONDITIONED_VARIANTS = ('share', 'sep', 'global', 'direct', 'prompt_tuning',
                         'adapter', 'hyperformer')
+VARIANTS = ('none', *CONDITIONED_VARIANTS)
 LAYER_PROMPT_VARIANTS = hyperprompt_config.LAYER_PROMPT_VARIANTS
 ADAPTER_VARIANTS = hyperprompt_config.ADAPTER_VARIANTS
 
@@ -72,6 +73,15 @@ def _init(module, shapes, seed):
   init = jax.jit(lambda rng, features: module.init(
       rng, **features, enable_dropout=False)['params'])
   return init(jax.random.PRNGKey(seed), features)
+
+
+def variable_shapes(module, batch=None) -> dict:
+  """All variables of `module` (params, params_axes) as ShapeDtypeStructs and
+  axis metadata, traced without computing any value: for tree, axis and
+  count checks."""
+  features = _features(unpacked_batch() if batch is None else batch)
+  return jax.eval_shape(lambda: module.init(
+      jax.random.PRNGKey(0), **features, enable_dropout=False))
 
 
 def init_params(module, batch, seed: int = 0):

@@ -1,7 +1,6 @@
 """Tiny end-to-end runs of `python -m hyperprompt_jax.train` / `.infer` in
 subprocesses, and damaged checkpoints, shared by the end-to-end tests."""
 
-import os
 import subprocess
 import sys
 
@@ -24,12 +23,6 @@ hyperprompt_config.HyperPromptConfig.num_tasks = %NUM_TASKS
 hyperprompt_config.HyperPromptConfig.prompt_length = 2
 hyperprompt_config.HyperPromptConfig.bottleneck_dim = 4
 """
-
-
-def env(tmp_path):
-  """Subprocess environment sharing a compilation cache under tmp_path."""
-  return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'jax_cache'),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
 
 
 def error_line(result):
@@ -58,13 +51,13 @@ def train_command(tmp_path, model_dir, num_steps, *extra) -> list[str]:
 def train(tmp_path, model_dir, num_steps, *extra):
   """Runs `train_command` to the end; returns the CompletedProcess."""
   return subprocess.run(train_command(tmp_path, model_dir, num_steps, *extra),
-                        env=env(tmp_path), capture_output=True, text=True)
+                        capture_output=True, text=True)
 
 
 def infer(tmp_path, *args):
   """Runs `python -m hyperprompt_jax.infer`; returns the CompletedProcess."""
   return subprocess.run([sys.executable, '-m', 'hyperprompt_jax.infer', *args],
-                        env=env(tmp_path), capture_output=True, text=True)
+                        capture_output=True, text=True)
 
 
 def steps(model_dir):
