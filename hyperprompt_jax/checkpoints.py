@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from hyperprompt_jax import data as data_lib
+from hyperprompt_jax import errors
 from hyperprompt_jax import iterator_checkpoint
 from hyperprompt_jax import train_state as train_state_lib
 
@@ -86,12 +87,6 @@ def tree_mismatch(expected: Any, found: Any) -> Optional[str]:
   return None
 
 
-def _first_line(e: Exception) -> str:
-  text = str(e).strip()
-  return f'{type(e).__name__}: {text.splitlines()[0][:200]}' if text else (
-      type(e).__name__)
-
-
 class Checkpointer:
   """Saves and restores (TrainState, input pipeline) under a model dir."""
 
@@ -147,7 +142,8 @@ class Checkpointer:
 
   def _unreadable(self, step: int, e: Exception) -> CheckpointError:
     return CheckpointError(f'checkpoint {self.directory / str(step)} is '
-                           f'unreadable ({_first_line(e)})')
+                           f'unreadable ({type(e).__name__}: '
+                           f'{errors.first_line(e)})')
 
   def _check_tree(self, step: int, abstract_state: Any,
                   item: Optional[str] = None) -> None:

@@ -6,6 +6,7 @@ own `gin/` directory is always searchable, so `--gin_file=runs/x.gin` and
 `include 'models/t5_1_1_tiny.gin'` work from any working directory.
 """
 
+import argparse
 import difflib
 import logging
 import pathlib
@@ -15,6 +16,8 @@ import warnings
 from typing import Any, Iterator, Sequence
 
 import gin
+
+from hyperprompt_jax import errors
 
 # <repo>/gin when running from a checkout or an editable install.
 DEFAULT_GIN_DIR = pathlib.Path(__file__).resolve().parent.parent / 'gin'
@@ -29,6 +32,19 @@ def _not_search_path_miss(record: logging.LogRecord) -> bool:
 
 class GinConfigError(ValueError):
   """A gin file or binding that cannot be parsed; the message is one line."""
+
+
+def add_gin_flags(parser: argparse.ArgumentParser, gin_file_help: str,
+                  of_every_run: str = '') -> None:
+  """--gin_file, --gin_bindings (and its --gin.KEY=VALUE form, see
+  `rewrite_gin_args`) and --gin_search_paths, as t5x's commands take them."""
+  parser.add_argument('--gin_file', action='append', default=[],
+                      help=gin_file_help)
+  parser.add_argument('--gin_bindings', action='append', default=[],
+                      help=f'gin binding{of_every_run} (repeatable); '
+                      '--gin.KEY=VALUE is the short form')
+  parser.add_argument('--gin_search_paths', default='',
+                      help='comma-separated directories searched for gin files')
 
 
 def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
@@ -86,9 +102,14 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
   Args:
     gin_files: paths, absolute or relative to a search path.
     bindings: gin binding lines, e.g. "TRAIN_STEPS = 100".
-    search_paths: extra directories searched for gin files (and includes),
-      before the repo's `gin/` directory.
+    search_paths: directories searched for gin files (and includes), before
+      `.` and the repo's `gin/` directory; they replace those of any earlier
+      parse in this process.
   """
+  # gin keeps search paths for the whole process and searches them in the
+  # order added: a later parse in the same process (another run, a Predictor)
+  # must search its own paths, not first those an earlier parse added.
+  gin.config._LOCATION_PREFIXES[:] = ['']  # pylint: disable=protected-access
   for path in [*search_paths, '.', str(DEFAULT_GIN_DIR)]:
     gin.add_config_file_search_path(path)
   logging.getLogger().addFilter(_not_search_path_miss)
@@ -96,9 +117,9 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
     gin.parse_config_files_and_bindings(
         list(gin_files), list(bindings), finalize_config=False)
   except (IOError, ValueError, SyntaxError, ImportError, KeyError) as e:
-    first_line = str(e).strip().splitlines()[0] if str(e).strip() else ''
     raise GinConfigError(
-        f'bad gin configuration ({type(e).__name__}: {first_line}); check '
+        f'bad gin configuration ({type(e).__name__}: {errors.first_line(e)}); '
+        'check '
         '--gin_file paths (searched: '
         f"{', '.join([*search_paths, str(DEFAULT_GIN_DIR)])}) and "
         '--gin.KEY=VALUE bindings (strings need inner quotes: '
@@ -157,5 +178,4 @@ def run_main(main) -> None:
           ValueError, OSError) as e:
     if not _raised_by_own_code(e):
       raise
-    message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-    sys.exit(f'error: {message}')
+    sys.exit(f'error: {errors.first_line(e, max_chars=None)}')

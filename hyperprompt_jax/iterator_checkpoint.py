@@ -14,6 +14,8 @@ import orbax.checkpoint as ocp
 import tensorflow as tf
 from etils import epath
 
+from hyperprompt_jax import errors
+
 
 def _prefix(directory: epath.Path) -> str:
   # Each process reads its own shard of the data, so each keeps its own state.
@@ -66,9 +68,8 @@ def check_saveable(iterator: tf.data.Iterator) -> None:
     try:
       tf.train.Checkpoint(iterator=iterator).write(f'{directory}/probe')
     except (tf.errors.OpError, ValueError) as e:
-      detail = (getattr(e, 'message', None) or str(e)).strip().splitlines()
       raise ValueError(
           'checkpoints cannot save the training data pipeline '
-          f'({detail[0] if detail else type(e).__name__}): build task sources '
+          f'({errors.first_line(e)}): build task sources '
           'from tensors or files, not Python generators or tf.py_function'
           ) from None

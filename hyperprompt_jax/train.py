@@ -23,14 +23,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       prog='python -m hyperprompt_jax.train', description=__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--gin_file', action='append', default=[],
-                      help='gin file (repeatable); relative paths are searched '
-                      'in --gin_search_paths, ., and the repo gin/ dir')
-  parser.add_argument('--gin_bindings', action='append', default=[],
-                      help='gin binding (repeatable); --gin.KEY=VALUE is the '
-                      'short form')
-  parser.add_argument('--gin_search_paths', default='',
-                      help='comma-separated directories searched for gin files')
+  gin_utils.add_gin_flags(
+      parser, 'gin file (repeatable); relative paths are searched in '
+      '--gin_search_paths, ., and the repo gin/ dir')
   parser.add_argument('--distributed', action='store_true',
                       help='call jax.distributed.initialize() (auto-detected '
                       'cluster) before anything else')

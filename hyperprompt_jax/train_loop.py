@@ -17,6 +17,7 @@ import tensorflow as tf
 from hyperprompt_jax import checkpoint_import
 from hyperprompt_jax import checkpoints as checkpoints_lib
 from hyperprompt_jax import data as data_lib
+from hyperprompt_jax import errors
 from hyperprompt_jax import evaluation
 from hyperprompt_jax import iterator_checkpoint
 from hyperprompt_jax import mesh as mesh_lib
@@ -80,9 +81,8 @@ def _make_model_dir(model_dir: str) -> None:
       f.write('')
     tf.io.gfile.remove(probe)
   except (tf.errors.OpError, OSError) as e:
-    detail = getattr(e, 'message', None) or str(e)
     raise ValueError(
-        f'MODEL_DIR {model_dir} is not writable ({detail.splitlines()[0]}): '
+        f'MODEL_DIR {model_dir} is not writable ({errors.first_line(e)}): '
         'choose a directory you can write to') from None
 
 

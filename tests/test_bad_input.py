@@ -45,7 +45,8 @@ def test_macros_and_parameters_that_are_read_pass(clean_gin):
 
 def test_misspelled_macro_on_the_command_line_is_one_line(tmp_path):
   model_dir = tmp_path / 'run'
-  result = train_runs.train(tmp_path, model_dir, 1, '--gin.LEARNIN_RATE=1')
+  result = train_runs.train_in_process(tmp_path, model_dir, 1,
+                                       '--gin.LEARNIN_RATE=1')
   assert train_runs.error_line(result).startswith(
       'error: --gin.LEARNIN_RATE sets a macro that no gin file reads '
       '(close matches: LEARNING_RATE')

@@ -1,15 +1,12 @@
 """Our trainer starts a HyperPrompt run from a plain T5.1.1 checkpoint."""
 
-import os
-import subprocess
-import sys
-
 from flax import traverse_util
 import numpy as np
 
 from hyperprompt_jax import checkpoint_import
 from hyperprompt_jax import infer
 from hyperprompt_jax import partitioning
+from tests import train_runs
 from hf_t5_files import hf_t5_tensors
 from hf_t5_files import write_safetensors
 
@@ -22,14 +19,12 @@ def test_initial_checkpoint_restores_backbone_and_leaves_prompts_fresh(
   checkpoint = tmp_path / 'model.safetensors'
   write_safetensors(checkpoint, tensors)
   model_dir = tmp_path / 'run'
-  result = subprocess.run(
-      [sys.executable, '-m', 'hyperprompt_jax.train',
-       '--gin_file=runs/synthetic_global_tiny.gin',
-       f"--gin.MODEL_DIR='{model_dir}'",
-       f"--gin.INITIAL_CHECKPOINT_PATH='{checkpoint}'",
-       '--gin.TRAIN_STEPS=1', '--gin.BATCH_SIZE=4', '--gin.LEARNING_RATE=0.0',
-       '--gin.train_loop.train.eval_dataset_cfg=None'],
-      env=dict(os.environ), capture_output=True, text=True)
+  result = train_runs.run_train_main([
+      '--gin_file=runs/synthetic_global_tiny.gin',
+      f"--gin.MODEL_DIR='{model_dir}'",
+      f"--gin.INITIAL_CHECKPOINT_PATH='{checkpoint}'",
+      '--gin.TRAIN_STEPS=1', '--gin.BATCH_SIZE=4', '--gin.LEARNING_RATE=0.0',
+      '--gin.train_loop.train.eval_dataset_cfg=None'])
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Backbone restored from' in result.stdout
 

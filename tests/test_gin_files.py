@@ -6,6 +6,7 @@ import sys
 import gin
 import pytest
 
+from hyperprompt_jax import gin_utils
 from hyperprompt_jax import model as model_lib
 from hyperprompt_jax import network
 
@@ -165,3 +166,19 @@ def test_t5x_initial_checkpoint_path_overrides_the_public_one(monkeypatch):
               "INITIAL_CHECKPOINT_PATH = '/ckpts/t5_1_1_base'"])
   assert gin.get_configurable(utils.RestoreCheckpointConfig)().path == (
       '/ckpts/t5_1_1_base')
+
+
+def test_a_later_parse_searches_its_own_paths_first(tmp_path):
+  """Two runs in one process, the second overriding an included model file:
+  the paths an earlier parse added must not shadow the later parse's."""
+  override = tmp_path / 'models'
+  override.mkdir()
+  (override / 't5_1_1_tiny.gin').write_text(
+      (GIN_DIR / 'models' / 't5_1_1_tiny.gin').read_text() +
+      '\nnetwork.T5Config.emb_dim = 16\n')
+  run = ['runs/synthetic_tiny_base.gin']
+  gin_utils.parse_gin(run, ["MODEL_DIR = '/tmp/unused'"])
+  default = _transformer().config.emb_dim
+  gin.clear_config()
+  gin_utils.parse_gin(run, ["MODEL_DIR = '/tmp/unused'"], [str(tmp_path)])
+  assert (default, _transformer().config.emb_dim) == (64, 16)

@@ -53,11 +53,12 @@ def test_sigterm_saves_and_the_resumed_run_is_bit_identical(tmp_path):
   assert step >= 2 and train_runs.steps(model_dir) == [step]
 
   final = step + 2
-  resumed = train_runs.train(tmp_path, model_dir, final, *_BINDINGS)
+  resumed = train_runs.train_in_process(tmp_path, model_dir, final,
+                                         *_BINDINGS)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f'Resumed from step {step}' in resumed.stdout
-  straight = train_runs.train(tmp_path, tmp_path / 'straight', final,
-                              *_BINDINGS)
+  straight = train_runs.train_in_process(tmp_path, tmp_path / 'straight',
+                                          final, *_BINDINGS)
   assert straight.returncode == 0, straight.stderr[-3000:]
 
   got = _state(model_dir, final)

@@ -17,13 +17,15 @@ from tests.train_runs import error_line as _error_line
 from tests.train_runs import infer as _infer
 from tests.train_runs import steps as _steps
 from tests.train_runs import train as _train
+from tests.train_runs import train_in_process as _train_here
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
-  """A run trained to step 4, then resumed to step 6: (tmp, model_dir, logs)."""
+  """A run trained to step 4 in this process, then resumed to step 6 by the
+  command in a new process: (tmp, model_dir, the second's CompletedProcess)."""
   tmp_path = tmp_path_factory.mktemp('e2e')
   model_dir = tmp_path / 'run'
-  first = _train(tmp_path, model_dir, 4)
+  first = _train_here(tmp_path, model_dir, 4)
   assert first.returncode == 0, first.stderr[-3000:]
   assert _steps(model_dir) == [2, 4]
   second = _train(tmp_path, model_dir, 6)
@@ -136,7 +138,7 @@ def test_unreadable_latest_checkpoint_is_moved_aside_and_the_previous_resumes(
   copy = tmp_path / 'damaged'
   shutil.copytree(model_dir, copy)
   train_runs.damage(copy, 6)
-  result = _train(tmp_path, copy, 8)
+  result = _train_here(tmp_path, copy, 8)
   assert result.returncode == 0, result.stderr[-3000:]
   notes = [l for l in result.stdout.splitlines() if l.startswith('checkpoint ')]
   assert len(notes) == 1, result.stdout
@@ -153,7 +155,7 @@ def test_checkpoint_of_another_model_names_the_first_mismatch(run, tmp_path):
   _, model_dir, _ = run
   copy = tmp_path / 'other_model'
   shutil.copytree(model_dir, copy)
-  result = _train(tmp_path, copy, 8,
+  result = _train_here(tmp_path, copy, 8,
                   "--gin.hyperprompt_config.HyperPromptConfig.variant='sep'")
   line = _error_line(result)
   assert re.match(
@@ -172,7 +174,7 @@ def test_nan_loss_stops_before_saving_and_keeps_the_last_checkpoint(
   shutil.copytree(model_dir, copy)
   # A huge learning rate turns the weights into overflowing values at step 7,
   # so the loss of step 8 is not finite; step 8 would be saved.
-  result = _train(tmp_path, copy, 8, '--gin.LEARNING_RATE=1e30')
+  result = _train_here(tmp_path, copy, 8, '--gin.LEARNING_RATE=1e30')
   assert re.match(r'error: loss is (nan|inf) by step [78]; stopped without '
                   r'saving \(last checkpoint: step 6\)', _error_line(result))
   assert _steps(copy) == [4, 6]
@@ -180,5 +182,5 @@ def test_nan_loss_stops_before_saving_and_keeps_the_last_checkpoint(
 
 
 def test_bad_gin_binding_is_one_line_error(tmp_path):
-  out = _train(tmp_path, tmp_path / 'bad', 1, '--gin.NO_EQUALS_SIGN')
+  out = _train_here(tmp_path, tmp_path / 'bad', 1, '--gin.NO_EQUALS_SIGN')
   assert _error_line(out).startswith('error: bad gin flag')

@@ -1,8 +1,17 @@
-"""Tiny end-to-end runs of `python -m hyperprompt_jax.train` / `.infer` in
-subprocesses, and damaged checkpoints, shared by the end-to-end tests."""
+"""Tiny end-to-end runs of `python -m hyperprompt_jax.train` / `.infer`, in
+subprocesses or in the test's own process, and damaged checkpoints, shared by
+the end-to-end tests."""
 
+import contextlib
+import io
 import subprocess
 import sys
+from unittest import mock
+
+import gin
+
+from hyperprompt_jax import gin_utils
+from hyperprompt_jax import train as train_main
 
 _MODEL_GIN = """
 from __gin__ import dynamic_registration
@@ -49,9 +58,38 @@ def train_command(tmp_path, model_dir, num_steps, *extra) -> list[str]:
 
 
 def train(tmp_path, model_dir, num_steps, *extra):
-  """Runs `train_command` to the end; returns the CompletedProcess."""
+  """Runs `train_command` in a new process; returns the CompletedProcess."""
   return subprocess.run(train_command(tmp_path, model_dir, num_steps, *extra),
                         capture_output=True, text=True)
+
+
+def train_in_process(tmp_path, model_dir, num_steps, *extra):
+  """`train` in this process (see `run_train_main`)."""
+  return run_train_main(
+      train_command(tmp_path, model_dir, num_steps, *extra)[3:])
+
+
+def run_train_main(args):
+  """Runs `python -m hyperprompt_jax.train ARGS`' entry point in this process,
+  which keeps compiled programs and traced input pipelines from run to run.
+
+  Returns a CompletedProcess: the run's stdout, and as stderr the `error: ...`
+  line a failed command prints (other output is not captured).
+  """
+  stdout = io.StringIO()
+  gin.clear_config()
+  try:
+    # --verbose: leave this process's log and warning settings alone.
+    with mock.patch.object(sys, 'argv', ['train', '--verbose', *args]):
+      with contextlib.redirect_stdout(stdout):
+        gin_utils.run_main(train_main.main)
+    code, stderr = 0, ''
+  except SystemExit as e:
+    code, stderr = ((1, f'{e.code}\n') if isinstance(e.code, str)
+                    else (e.code, ''))
+  finally:
+    gin.clear_config()
+  return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr)
 
 
 def infer(tmp_path, *args):
