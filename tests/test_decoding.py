@@ -114,16 +114,13 @@ def test_decoder_prompts_are_computed_once_per_sequence():
   model = _model('global')
   batch = _batch()
   params = tm.init_params(model.module, batch)
-  _, cache = model._init_decoding(params, batch, MAX_LEN)
+  encoded, cache = jax.jit(functools.partial(
+      model._init_decoding, max_decode_length=MAX_LEN))(params, batch)  # pylint: disable=protected-access
   prompt_keys = cache['decoder']['prompt_keys']
   assert prompt_keys.shape == (2, 2, 3, 2, 8)  # [batch, layers, l, heads, hd]
-  encoded = model.module.apply(
-      {'params': params}, batch['encoder_input_tokens'],
-      encoder_task_ids=batch['encoder_task_ids'], enable_dropout=False,
-      method=model.module.encode)
   ids = jnp.zeros((2, 1), jnp.int32)
-  step = lambda p: model._tokens_to_logits(
-      p, encoded, batch['encoder_input_tokens'], MAX_LEN, ids, cache)[0]
+  step = jax.jit(lambda p: model._tokens_to_logits(  # pylint: disable=protected-access
+      p, encoded, batch['encoder_input_tokens'], MAX_LEN, ids, cache)[0])
   # A decoding step never touches the generator: poisoning it changes nothing.
   np.testing.assert_array_equal(step(params), step(_poison_hyperprompt(params)))
 

@@ -91,8 +91,9 @@ def test_two_block_attention_equals_concatenated_reference(case, causal):
                              atol=1e-6)
   # The merged softmax differentiates as the concatenated one, prompts too.
   cotangent = _normal(9, (BATCH, Q_LEN, HEADS, HEAD_DIM))
-  grads = lambda fn: jax.tree.leaves(jax.grad(
-      lambda *a: jnp.sum(fn(*a) * cotangent), argnums=(0, 1, 2, 3))(*args))
+  # Compiled: op-by-op differentiation spends its time dispatching.
+  grads = lambda fn: jax.tree.leaves(jax.jit(jax.grad(
+      lambda *a: jnp.sum(fn(*a) * cotangent), argnums=(0, 1, 2, 3)))(*args))
   for got, want in zip(grads(two_blocks), grads(reference)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
@@ -108,7 +109,8 @@ def _dropped(prompts, rng):
 def test_attention_dropout_is_unbiased_with_prompts(case):
   prompts, _ = CASES[case](_prompt_tables())
   rngs = jax.random.split(jax.random.PRNGKey(0), 4000)
-  mean = jnp.mean(jax.vmap(lambda r: _dropped(prompts, r))(rngs), axis=0)
+  mean = jax.jit(lambda rngs: jnp.mean(
+      jax.vmap(lambda r: _dropped(prompts, r))(rngs), axis=0))(rngs)
   (query, key, value), mask, bias = _inputs(causal=True)
   exact = attention.dot_product_attention(query, key, value, mask=mask,
                                           bias=bias, prompts=prompts)

@@ -39,24 +39,30 @@ def test_a_few_adam_steps_reduce_the_loss(variant):
   batch = {k: jnp.asarray(v) for k, v in tm.unpacked_batch().items()}
   params = tm.init_params(model.module, batch)
   params, losses = tm.adam_steps(model, params, batch, 8)
-  final, _ = jax.jit(model.loss_fn)(params, batch)
+  final, _ = _loss(model, params, batch)
   assert float(final) < 0.8 * losses[0]
+
+
+def _loss(model, params, batch):
+  """`model.loss_fn`, compiled for the model's current settings (a fresh
+  function each call, so a changed setting is never served a stale trace)."""
+  return jax.jit(lambda p, b: model.loss_fn(p, b))(params, batch)
 
 
 def test_loss_metrics_and_scores():
   model = _model('none')
   batch = {k: jnp.asarray(v) for k, v in tm.unpacked_batch().items()}
   params = tm.init_params(model.module, batch)
-  loss, metrics = model.loss_fn(params, batch)
+  loss, metrics = _loss(model, params, batch)
   assert float(metrics['num_tokens']) == 9.0  # 10 targets, 1 padding
   assert float(metrics['num_examples']) == 2.0
   assert 0.0 <= float(metrics['accuracy']) <= 1.0
   np.testing.assert_allclose(loss, metrics['cross_ent_loss'] + metrics['z_loss'],
                              rtol=1e-6)
   # Scoring is the negated, unsmoothed, z-loss-free token loss.
-  scores = model.score_batch(params, batch)
+  scores = jax.jit(model.score_batch)(params, batch)
   model.z_loss = 0.0
-  plain, _ = model.loss_fn(params, batch)
+  plain, _ = _loss(model, params, batch)
   np.testing.assert_allclose(-jnp.sum(scores) / 9.0, plain, rtol=1e-5)
 
 
@@ -91,12 +97,12 @@ def test_model_loss_applies_its_label_smoothing():
   model = _model('global')
   batch = {k: jnp.asarray(v) for k, v in tm.unpacked_batch().items()}
   params = tm.init_params(model.module, batch)
-  logits = model.logits(params, batch)
+  logits = jax.jit(model.logits)(params, batch)
   model.label_smoothing, model.z_loss = 0.2, 0.0
-  loss, _ = model.loss_fn(params, batch)
+  loss, _ = _loss(model, params, batch)
   weights = (batch['decoder_target_tokens'] > 0).astype(jnp.float32)
   total, _, tokens = losses.compute_weighted_cross_entropy(
       logits, batch['decoder_target_tokens'], weights, label_smoothing=0.2)
   np.testing.assert_allclose(loss, total / tokens, rtol=1e-6)
   model.label_smoothing = 0.0
-  assert abs(float(model.loss_fn(params, batch)[0]) - float(loss)) > 1e-3
+  assert abs(float(_loss(model, params, batch)[0]) - float(loss)) > 1e-3
