@@ -119,8 +119,7 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
   except (IOError, ValueError, SyntaxError, ImportError, KeyError) as e:
     raise GinConfigError(
         f'bad gin configuration ({type(e).__name__}: {errors.first_line(e)}); '
-        'check '
-        '--gin_file paths (searched: '
+        'check --gin_file paths (searched: '
         f"{', '.join([*search_paths, str(DEFAULT_GIN_DIR)])}) and "
         '--gin.KEY=VALUE bindings (strings need inner quotes: '
         "--gin.MODEL_DIR=\"'/tmp/run'\")") from e

@@ -11,7 +11,6 @@ Multi-process (one process per host, e.g. GPUs on several machines): add
 """
 
 import argparse
-import sys
 from typing import Sequence
 
 import gin

@@ -5,11 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import seqio
 
 from hyperprompt_jax import adapter
 from hyperprompt_jax import checkpoint_import
-from hyperprompt_jax import model as model_lib
 from hyperprompt_jax import param_counts
 from hyperprompt_jax import partitioning
 from hyperprompt_jax import trainer

@@ -14,18 +14,18 @@ from hyperprompt_jax import export_hf
 from hyperprompt_jax import gin_utils
 from hyperprompt_jax import infer
 from hyperprompt_jax import partitioning
-from hyperprompt_jax import train
+from tests import train_runs
 
 
 @pytest.fixture(scope='module')
 def model_dir(tmp_path_factory):
   """A one-step run of the tiny `global` model on the synthetic mixture."""
   directory = tmp_path_factory.mktemp('run')
-  gin.clear_config()
-  train.main(['--gin_file=runs/synthetic_global_tiny.gin',
-              f"--gin.MODEL_DIR='{directory}'", '--gin.TRAIN_STEPS=1',
-              '--gin.BATCH_SIZE=4',
-              '--gin.train_loop.train.eval_dataset_cfg=None'])
+  result = train_runs.run_train_main([
+      '--gin_file=runs/synthetic_global_tiny.gin',
+      f"--gin.MODEL_DIR='{directory}'", '--gin.TRAIN_STEPS=1',
+      '--gin.BATCH_SIZE=4', '--gin.train_loop.train.eval_dataset_cfg=None'])
+  assert result.returncode == 0, result.stderr
   yield str(directory)
   gin.clear_config()  # Predictor parses the run's config.gin.
 
