@@ -23,7 +23,10 @@ train: install
 	$(PY) -m hyperprompt_jax.train --gin_file=gin/runs/synthetic_global_tiny.gin --gin.MODEL_DIR="'$(MODEL_DIR)'"
 
 bench: install
-	$(PY) -m hyperprompt_jax.bench
+	$(PY) -m hyperprompt_jax.bench --size=tiny
+	$(PY) -m hyperprompt_jax.bench --size=d256
+	$(PY) -m hyperprompt_jax.t5x_bench --size=tiny
+	$(PY) -m hyperprompt_jax.t5x_bench --size=d256
 	$(PY) -m hyperprompt_jax.resume_bench
 
 compare: install

@@ -1,26 +1,31 @@
-r"""Train-step throughput of every task-conditioning variant.
+r"""Compiled train-step speed, FLOPs and MFU of every task-conditioning variant.
 
-  python -m hyperprompt_jax.bench [--size=tiny|small] [--variants=global,none]
-    [--steps=5] [--batch_size=N] [--lengths=INPUTS,TARGETS] [--output=FILE]
+  python -m hyperprompt_jax.bench [--size=tiny|d256|small]
+    [--variants=none,global,...] [--rows=packed,unpacked] [--steps=10]
+    [--batch_size=N] [--lengths=INPUTS,TARGETS] [--vocab_size=V]
+    [--dtype=float32|bfloat16] [--output=FILE]
 
-For each variant: the network from gin/models/t5_1_1_<size>.gin and
-gin/variants/<variant>.gin, trained by the standalone `Trainer` (Adafactor,
-data-parallel over all devices) on full random rows with random task ids.
-Reported: compile seconds of the train step (ahead of time), mean step
-seconds after it, tokens/s (input + target tokens of the global batch per
-step), parameter count, and the devices' peak memory where the backend
-reports it (GPU/TPU; null on CPU).
+For each variant and row layout: the network of gin/models/t5_1_1_<size>.gin
+and gin/variants/<variant>.gin, trained by the standalone `Trainer`
+(Adafactor, data-parallel over all devices) on full random rows, packed as
+training packs them (several examples of random tasks per row) or unpacked
+(one example per row). Only the compiled step is timed, blocking on its
+results; the median over `--steps` steps is reported beside the FLOPs of one
+step (XLA's cost analysis, all devices), the achieved FLOP/s and the MFU:
+achieved FLOP/s over a peak measured on the same devices in the same run
+(a large matmul in the run's dtype), or the chip's bf16 peak for known GPUs.
 """
 
 import argparse
 import dataclasses
 import json
-import sys
+import statistics
 import time
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import gin
 import jax
+import jax.numpy as jnp
 import numpy as np
 import seqio
 
@@ -34,34 +39,63 @@ from hyperprompt_jax import optimizers
 from hyperprompt_jax import trainer as trainer_lib
 
 NUM_TASKS = 6  # as the synthetic mixture
-# size -> (global batch, inputs length, targets length, vocabulary size):
-# tiny as `make train` (byte vocabulary), small as a GLUE run (T5's
-# SentencePiece vocabulary from the model file).
-DEFAULT_SHAPES = {'tiny': (32, 32, 16, 384), 'small': (8, 512, 128, None)}
+EXAMPLES_PER_PACKED_ROW = 4
+ROWS = ('packed', 'unpacked')
+# Dense bf16 peak FLOP/s per chip of known accelerators (datasheets).
+CHIP_PEAK_FLOPS = {
+    'NVIDIA H100 80GB HBM3': 989e12,
+    'NVIDIA H200': 989e12,
+    'NVIDIA A100-SXM4-80GB': 312e12,
+    'NVIDIA A100-SXM4-40GB': 312e12,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+  """A benchmark shape; `vocab_size` None keeps the model file's."""
+  batch_size: int
+  input_length: int
+  target_length: int
+  vocab_size: Optional[int]
+
+
+# tiny: `make train`'s shape (byte vocabulary); d256: a 4+4-layer d_model 256
+# network on longer rows; small: a GLUE run of T5.1.1 Small.
+SHAPES = {
+    'tiny': Shape(32, 32, 16, 384),
+    'd256': Shape(16, 128, 32, 384),
+    'small': Shape(8, 512, 128, None),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class BenchResult:
-  """Throughput of one variant; times in seconds."""
+  """One variant on one row layout; times in seconds."""
   variant: str
+  rows: str
   vocab_size: int
   num_params: int
   compile_seconds: float
   step_seconds: float
   tokens_per_second: float
+  flops_per_step: float
+  flops_per_second: float
+  mfu: float
   peak_memory_bytes: Optional[int]
 
 
-def build_model(size: str, variant: str, vocab_size: Optional[int] = None
-                ) -> model_lib.EncoderDecoderModel:
+def build_model(size: str, variant: str, vocab_size: Optional[int] = None,
+                dtype: Optional[str] = None) -> model_lib.EncoderDecoderModel:
   """The gin-configured network of `size` x `variant`, tokens as vocabulary.
 
-  `vocab_size` overrides the model file's (None keeps it).
+  `vocab_size` and `dtype` override the model file's (None keeps them).
   """
   gin.clear_config()
   bindings = [f'NUM_TASKS = {NUM_TASKS}']
   if vocab_size:
     bindings.append(f'network.T5Config.vocab_size = {vocab_size}')
+  if dtype:
+    bindings.append(f"network.T5Config.dtype = '{dtype}'")
   gin_utils.parse_gin([f'models/t5_1_1_{size}.gin', f'variants/{variant}.gin'],
                       bindings)
   module = gin.get_configurable(network.Transformer)()
@@ -69,23 +103,99 @@ def build_model(size: str, variant: str, vocab_size: Optional[int] = None
   return model_lib.EncoderDecoderModel(module, vocabulary, vocabulary)
 
 
-def random_batch(batch_size: int, input_length: int, target_length: int,
-                 vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
-  """Full rows (no padding), one random task per row."""
+def _segments(batch_size: int, length: int, pack: bool):
+  """Segment ids (from 1) and positions `[batch, length]` of full rows."""
+  parts = EXAMPLES_PER_PACKED_ROW if pack else 1
+  if length % parts:
+    raise ValueError(f'--lengths: {length} is not divisible by the '
+                     f'{parts} examples of a packed row')
+  segment_ids = np.repeat(np.arange(1, parts + 1), length // parts)
+  positions = np.tile(np.arange(length // parts), parts)
+  return (np.broadcast_to(segment_ids, (batch_size, length)),
+          np.broadcast_to(positions, (batch_size, length)))
+
+
+def random_batch(shape: Shape, vocab_size: int, pack: bool,
+                 seed: int = 0) -> dict[str, np.ndarray]:
+  """Full rows (no padding) of random tokens.
+
+  Unpacked rows hold one example of one random task. Packed rows hold
+  `EXAMPLES_PER_PACKED_ROW` equal-length examples, each of a random task,
+  with the segment ids and positions of seqio's packing.
+  """
   rng = np.random.RandomState(seed)
-  inputs = rng.randint(2, vocab_size, (batch_size, input_length))
-  targets = rng.randint(2, vocab_size, (batch_size, target_length))
-  task = rng.randint(0, NUM_TASKS, (batch_size, 1))
+  b = shape.batch_size
+  inputs = rng.randint(2, vocab_size, (b, shape.input_length))
+  targets = rng.randint(2, vocab_size, (b, shape.target_length))
+  enc_segments, enc_positions = _segments(b, shape.input_length, pack)
+  dec_segments, dec_positions = _segments(b, shape.target_length, pack)
+  tasks = rng.randint(0, NUM_TASKS, (b, EXAMPLES_PER_PACKED_ROW + 1))
+  # Each example's decoder input is its targets shifted right, from 0.
+  shifted = np.where(dec_positions == 0, 0, np.roll(targets, 1, axis=1))
   batch = {
       'encoder_input_tokens': inputs,
       'decoder_target_tokens': targets,
-      'decoder_input_tokens': np.pad(targets[:, :-1], ((0, 0), (1, 0))),
+      'decoder_input_tokens': shifted,
       'decoder_loss_weights': np.ones_like(targets),
-      'encoder_task_ids': np.repeat(task, input_length, 1),
-      'decoder_task_ids': np.repeat(task, target_length, 1),
+      'encoder_task_ids': np.take_along_axis(tasks, enc_segments, 1),
+      'decoder_task_ids': np.take_along_axis(tasks, dec_segments, 1),
   }
-  return {k: v.astype(np.float32 if k == 'decoder_loss_weights' else np.int32)
-          for k, v in batch.items()}
+  if pack:
+    batch.update(encoder_segment_ids=enc_segments,
+                 decoder_segment_ids=dec_segments,
+                 encoder_positions=enc_positions,
+                 decoder_positions=dec_positions)
+  return {k: np.asarray(v, np.float32 if k == 'decoder_loss_weights'
+                        else np.int32) for k, v in batch.items()}
+
+
+def step_flops(compiled) -> float:
+  """FLOPs of one call of a compiled program, by XLA's cost analysis."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # one entry per device on some backends
+    return float(sum(c.get('flops', 0.0) for c in cost))
+  return float(cost.get('flops', 0.0))
+
+
+def median_step_seconds(step: Callable[[Any, Any], tuple[Any, Any]], state,
+                        batch, steps: int) -> tuple[Any, float]:
+  """Median seconds of `steps` calls `state, metrics = step(state, batch)`.
+
+  One untimed warm-up call first; each timed call is blocked on before the
+  clock is read. Returns the last state (the input state may be donated).
+  """
+  state, metrics = step(state, batch)
+  jax.block_until_ready((state, metrics))
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    state, metrics = step(state, batch)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - start)
+  return state, statistics.median(times)
+
+
+def peak_flops_per_second(dtype: str, size: int = 2048,
+                          repeats: int = 10) -> tuple[float, str]:
+  """(FLOP/s, source) of the devices together: a known chip's bf16 peak, or
+  a `size`-square matmul per device in `dtype`, timed here (median)."""
+  devices = jax.devices()
+  kind = devices[0].device_kind
+  if kind in CHIP_PEAK_FLOPS and dtype == 'bfloat16':
+    return CHIP_PEAK_FLOPS[kind] * len(devices), f'{kind} bf16 datasheet'
+  mesh = mesh_lib.MeshConfig().make_mesh()
+  sharding = mesh_lib.batch_sharding(mesh)
+  x = jax.device_put(jnp.ones((len(devices), size, size), dtype), sharding)
+  matmul = jax.jit(lambda a: jnp.einsum('dij,djk->dik', a, a),
+                   out_shardings=sharding)
+  jax.block_until_ready(matmul(x))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(matmul(x))
+    times.append(time.perf_counter() - start)
+  flops = 2 * size**3 * len(devices)
+  return flops / statistics.median(times), f'{size}^2 {dtype} matmul, measured'
 
 
 def _peak_memory_bytes() -> Optional[int]:
@@ -95,116 +205,160 @@ def _peak_memory_bytes() -> Optional[int]:
   return max(peaks) if peaks else None
 
 
-def bench_variant(size: str, variant: str, batch_size: int, input_length: int,
-                  target_length: int, vocab_size: Optional[int],
-                  steps: int) -> BenchResult:
-  """Compiles and times `steps` train steps of one variant."""
-  model = build_model(size, variant, vocab_size)
-  host_batch = random_batch(batch_size, input_length, target_length,
-                            model.module.config.vocab_size)
-  trainer = trainer_lib.Trainer(
+def build_trainer(model: model_lib.EncoderDecoderModel,
+                  batch: dict[str, np.ndarray]) -> trainer_lib.Trainer:
+  """The standalone trainer (Adafactor, constant rate) over all devices."""
+  return trainer_lib.Trainer(
       model, optimizers.Adafactor(), optimizers.Schedule(),
       mesh_lib.MeshConfig().make_mesh(),
-      {k: v.shape for k, v in host_batch.items()})
+      {k: v.shape for k, v in batch.items()})
+
+
+def bench_variant(size: str, variant: str, rows: str, shape: Shape,
+                  dtype: Optional[str], steps: int,
+                  peak_flops: float) -> BenchResult:
+  """Compiles and times the train step of one variant on one row layout."""
+  model = build_model(size, variant, shape.vocab_size, dtype)
+  vocab_size = model.module.config.vocab_size
+  host_batch = random_batch(shape, vocab_size, rows == 'packed')
+  trainer = build_trainer(model, host_batch)
   state = trainer.init_state()
   batch = data.to_global(host_batch, trainer.batch_sharding)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
 
   start = time.perf_counter()
-  train_step = trainer.compile_train_step(state, batch)
+  compiled = trainer.compile_train_step(state, batch)
   compile_seconds = time.perf_counter() - start
+  flops = step_flops(compiled)
   with trainer.activate():
-    state, metrics = train_step(state, batch)  # warm-up: first-run overheads
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(steps):
-      state, metrics = train_step(state, batch)
-    jax.block_until_ready((state, metrics))
-  step_seconds = (time.perf_counter() - start) / steps
+    _, step_seconds = median_step_seconds(compiled, state, batch, steps)
+  tokens = shape.batch_size * (shape.input_length + shape.target_length)
   return BenchResult(
-      variant=variant, vocab_size=model.module.config.vocab_size,
-      num_params=int(num_params),
-      compile_seconds=compile_seconds, step_seconds=step_seconds,
-      tokens_per_second=batch_size * (input_length + target_length)
-      / step_seconds,
+      variant=variant, rows=rows, vocab_size=vocab_size,
+      num_params=int(num_params), compile_seconds=compile_seconds,
+      step_seconds=step_seconds, tokens_per_second=tokens / step_seconds,
+      flops_per_step=flops, flops_per_second=flops / step_seconds,
+      mfu=flops / step_seconds / peak_flops,
       peak_memory_bytes=_peak_memory_bytes())
 
 
 def format_table(results: Sequence[BenchResult]) -> str:
-  header = (f"{'variant':<14}{'params':>12}{'compile s':>11}{'step ms':>10}"
-            f"{'tokens/s':>12}{'peak MiB':>10}")
-  lines = [header]
+  """One line per result; `vs none` is the step time over `none`'s on the
+  same rows (when `none` was measured)."""
+  none = {r.rows: r.step_seconds for r in results if r.variant == 'none'}
+  lines = [f"{'variant':<14}{'rows':<10}{'params':>11}{'compile s':>10}"
+           f"{'step ms':>9}{'vs none':>8}{'tokens/s':>10}{'GFLOP':>8}"
+           f"{'GFLOP/s':>9}{'MFU':>7}{'peak MiB':>9}"]
   for r in results:
+    ratio = (f'{r.step_seconds / none[r.rows]:.2f}x' if r.rows in none
+             else '-')
     peak = ('-' if r.peak_memory_bytes is None
             else f'{r.peak_memory_bytes / 2**20:.0f}')
-    lines.append(f'{r.variant:<14}{r.num_params:>12,}{r.compile_seconds:>11.1f}'
-                 f'{r.step_seconds * 1e3:>10.1f}{r.tokens_per_second:>12,.0f}'
-                 f'{peak:>10}')
+    lines.append(
+        f'{r.variant:<14}{r.rows:<10}{r.num_params:>11,}'
+        f'{r.compile_seconds:>10.1f}{r.step_seconds * 1e3:>9.2f}{ratio:>8}'
+        f'{r.tokens_per_second:>10,.0f}{r.flops_per_step / 1e9:>8.2f}'
+        f'{r.flops_per_second / 1e9:>9.1f}{r.mfu:>7.1%}{peak:>9}')
   return '\n'.join(lines)
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m hyperprompt_jax.bench', description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--size', choices=sorted(DEFAULT_SHAPES), default='tiny')
-  parser.add_argument('--variants', default=','.join(hyperprompt_config.VARIANTS),
-                      help='comma-separated variants')
-  parser.add_argument('--steps', type=int, default=5,
-                      help='timed steps per variant, after compile and warm-up')
+def csv_values(flag: str, text: str, allowed: Sequence[str]) -> list[str]:
+  values = [v for v in text.split(',') if v]
+  unknown = [v for v in values if v not in allowed]
+  if unknown or not values:
+    raise ValueError(f'bad {flag}={text!r}: give comma-separated values from '
+                     f'{",".join(allowed)}')
+  return values
+
+
+def add_shape_flags(parser: argparse.ArgumentParser) -> None:
+  """--size, --batch_size, --lengths, --vocab_size, --dtype, --steps."""
+  parser.add_argument('--size', choices=sorted(SHAPES), default='tiny')
   parser.add_argument('--batch_size', type=int, default=None,
-                      help='global batch (default: 32 tiny, 8 small)')
+                      help='global batch (default: the size\'s, see SHAPES)')
   parser.add_argument('--lengths', default=None,
-                      help='INPUTS,TARGETS lengths (default: 32,16 tiny; '
-                      '512,128 small)')
+                      help='INPUTS,TARGETS lengths (default: the size\'s)')
   parser.add_argument('--vocab_size', type=int, default=None,
-                      help="default: 384 tiny (as make train); the model "
-                      "file's for small")
-  parser.add_argument('--output', default=None, help='write JSON here')
-  return parser.parse_args(argv)
+                      help="default: 384 for tiny and d256 (as make train); "
+                      "the model file's for small")
+  parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default=None,
+                      help='activations dtype (default: bfloat16 on GPU/TPU, '
+                      'float32 on CPU)')
+  parser.add_argument('--steps', type=int, default=10,
+                      help='timed steps (median), after compile and warm-up')
 
 
-def main(argv: Sequence[str]) -> None:
-  args = parse_args(argv)
-  batch_size, input_length, target_length, vocab_size = DEFAULT_SHAPES[
-      args.size]
-  batch_size = args.batch_size or batch_size
-  vocab_size = args.vocab_size or vocab_size
+def shape_from_args(args: argparse.Namespace) -> tuple[Shape, str]:
+  """The benchmark shape and dtype the flags ask for."""
+  shape = SHAPES[args.size]
   if args.lengths:
     try:
       input_length, target_length = map(int, args.lengths.split(','))
     except ValueError as e:
       raise ValueError(f'bad --lengths={args.lengths!r}: write INPUTS,TARGETS, '
                        'e.g. --lengths=32,16') from e
-  variants = [v for v in args.variants.split(',') if v]
-  unknown = sorted(set(variants) - set(hyperprompt_config.VARIANTS))
-  if unknown or args.steps < 1:
-    raise ValueError(f'bad --variants {unknown} or --steps={args.steps}: use '
-                     f'variants from {", ".join(hyperprompt_config.VARIANTS)} '
-                     'and --steps >= 1')
+    shape = dataclasses.replace(shape, input_length=input_length,
+                                target_length=target_length)
+  if args.batch_size:
+    shape = dataclasses.replace(shape, batch_size=args.batch_size)
+  if args.vocab_size:
+    shape = dataclasses.replace(shape, vocab_size=args.vocab_size)
+  if args.steps < 1:
+    raise ValueError(f'bad --steps={args.steps}: time at least 1 step')
+  dtype = args.dtype or ('float32' if jax.default_backend() == 'cpu'
+                         else 'bfloat16')
+  return shape, dtype
 
+
+def describe(size: str, shape: Shape, dtype: str) -> str:
   devices = jax.devices()
-  print(f'{len(devices)} x {devices[0].device_kind} ({jax.default_backend()}), '
-        f'size {args.size}, batch {batch_size}, lengths '
-        f'{input_length}/{target_length}, vocabulary '
-        f'{vocab_size or "of the model file"}', flush=True)
+  return (f'{len(devices)} x {devices[0].device_kind} ({jax.default_backend()})'
+          f', size {size}, batch {shape.batch_size}, lengths '
+          f'{shape.input_length}/{shape.target_length}, vocabulary '
+          f'{shape.vocab_size or "of the model file"}, {dtype}')
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog='python -m hyperprompt_jax.bench', description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  add_shape_flags(parser)
+  parser.add_argument('--variants', default=','.join(hyperprompt_config.VARIANTS),
+                      help='comma-separated variants')
+  parser.add_argument('--rows', default=','.join(ROWS),
+                      help='packed, unpacked or both')
+  parser.add_argument('--output', default=None, help='write JSON here')
+  return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str]) -> None:
+  args = parse_args(argv)
+  variants = csv_values('--variants', args.variants, hyperprompt_config.VARIANTS)
+  rows = csv_values('--rows', args.rows, ROWS)
+  shape, dtype = shape_from_args(args)
+  peak, peak_source = peak_flops_per_second(dtype)
+  print(f'{describe(args.size, shape, dtype)}; peak {peak / 1e9:,.1f} GFLOP/s '
+        f'({peak_source})', flush=True)
   results = []
+  print(format_table([]), flush=True)
   for variant in variants:
-    results.append(bench_variant(args.size, variant, batch_size, input_length,
-                                 target_length, vocab_size, args.steps))
-    print(format_table(results[-1:]).splitlines()[-1], flush=True)
+    for layout in rows:
+      if layout == 'packed' and not hyperprompt_config.pack_examples(
+          hyperprompt_config.HyperPromptConfig(variant=variant)):
+        continue  # prompt tuning prepends prompts to whole rows
+      results.append(bench_variant(args.size, variant, layout, shape, dtype,
+                                   args.steps, peak))
+      print(format_table(results).splitlines()[-1], flush=True)
   print(format_table(results))
   if args.output:
     with open(args.output, 'w') as f:
       json.dump({
           'backend': jax.default_backend(),
-          'device_kind': devices[0].device_kind,
-          'num_devices': len(devices),
-          'size': args.size,
-          'batch_size': batch_size,
-          'input_length': input_length,
-          'target_length': target_length,
-          'steps': args.steps,
+          'device_kind': jax.devices()[0].device_kind,
+          'num_devices': jax.device_count(),
+          'size': args.size, 'dtype': dtype, 'steps': args.steps,
+          **dataclasses.asdict(shape),
+          'peak_flops_per_second': peak, 'peak_source': peak_source,
           'results': [dataclasses.asdict(r) for r in results],
       }, f, indent=2)
     print(f'wrote {args.output}')

@@ -4,6 +4,7 @@ from typing import Callable, Sequence
 
 from flax import linen as nn
 from flax.linen import partitioning as nn_partitioning
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -12,6 +13,35 @@ Initializer = Callable[..., jnp.ndarray]
 
 def _as_tuple(x: int | Sequence[int]) -> tuple[int, ...]:
   return tuple(x) if isinstance(x, Sequence) else (x,)
+
+
+@jax.custom_vjp
+def matmul(inputs: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+  """`[..., in]` x `[in, out]` -> `[..., out]`, with an explicit backward pass.
+
+  The kernel gradient is written as `inputs^T @ grad` over the flattened
+  leading axes. Autodiff's form (`grad^T @ inputs`, then a transpose) makes
+  XLA:CPU transpose the wide output gradient inside its producer's loop, which
+  made gated-GELU MLP gradients 2x slower at d_model 256. The values are the
+  same either way.
+  """
+  return jnp.dot(inputs, kernel)
+
+
+def _matmul_fwd(inputs, kernel):
+  return matmul(inputs, kernel), (inputs, kernel)
+
+
+def _matmul_bwd(residuals, grad):
+  inputs, kernel = residuals
+  flat_inputs = inputs.reshape(-1, inputs.shape[-1])
+  flat_grad = grad.reshape(-1, grad.shape[-1])
+  kernel_grad = jax.lax.dot_general(flat_inputs, flat_grad, (((0,), (0,)),
+                                                             ((), ())))
+  return jnp.dot(grad, kernel.T), kernel_grad.astype(kernel.dtype)
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 class DenseGeneral(nn.Module):
@@ -44,6 +74,10 @@ class DenseGeneral(nn.Module):
         'kernel', self.kernel_init,
         (int(np.prod(in_dims)), int(np.prod(features))), jnp.float32,
         axes=self.kernel_axes)
-    kernel = jnp.asarray(kernel, self.dtype).reshape(in_dims + features)
-    inputs = jnp.asarray(inputs, self.dtype)
-    return jnp.tensordot(inputs, kernel, axes=(axis, tuple(range(len(axis)))))
+    kernel = jnp.asarray(kernel, self.dtype)
+    # The contracted axes go last and are flattened, as the kernel's rows.
+    batch_axes = tuple(a for a in range(inputs.ndim) if a not in axis)
+    inputs = jnp.asarray(inputs, self.dtype).transpose(batch_axes + axis)
+    batch_dims = inputs.shape[:len(batch_axes)]
+    flat = matmul(inputs.reshape(batch_dims + (-1,)), kernel)
+    return flat.reshape(batch_dims + features)

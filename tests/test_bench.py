@@ -1,33 +1,106 @@
-"""Bench smoke test: one tiny variant, one timed step, sane JSON numbers."""
+"""Benchmarks: packed batches as training packs them, FLOPs and MFU in the
+report, and the side-by-side with t5x's step (where t5x imports)."""
 
 import json
 import math
+import sys
 
+import numpy as np
 import pytest
 
 from hyperprompt_jax import bench
+from hyperprompt_jax import t5x_bench
+
+SHAPE = bench.Shape(batch_size=2, input_length=8, target_length=4,
+                    vocab_size=384)
 
 
-def test_bench_writes_sane_numbers(tmp_path, capsys):
+def test_packed_rows_hold_examples_of_their_own_tasks():
+  batch = bench.random_batch(SHAPE, 384, pack=True)
+  segments = batch['decoder_segment_ids']
+  assert segments.tolist() == [[1, 2, 3, 4]] * 2
+  assert batch['encoder_segment_ids'].tolist() == [[1, 1, 2, 2, 3, 3, 4, 4]] * 2
+  assert batch['encoder_positions'].tolist() == [[0, 1] * 4] * 2
+  # One task per example, the same on both sides.
+  for row in range(2):
+    by_segment = dict(zip(batch['encoder_segment_ids'][row],
+                          batch['encoder_task_ids'][row]))
+    assert [by_segment[s] for s in segments[row]] == list(
+        batch['decoder_task_ids'][row])
+  # Decoder inputs: each example's targets shifted right from 0.
+  starts = batch['decoder_positions'] == 0
+  assert np.all(batch['decoder_input_tokens'][starts] == 0)
+  targets, inputs = batch['decoder_target_tokens'], batch['decoder_input_tokens']
+  np.testing.assert_array_equal(inputs[:, 1:][~starts[:, 1:]],
+                                targets[:, :-1][~starts[:, 1:]])
+  unpacked = bench.random_batch(SHAPE, 384, pack=False)
+  assert 'encoder_segment_ids' not in unpacked
+  assert np.all(unpacked['encoder_task_ids'] == unpacked['encoder_task_ids'][:, :1])
+
+
+def test_bench_reports_flops_and_mfu_for_both_row_layouts(tmp_path, capsys):
   out = tmp_path / 'bench.json'
-  bench.main(['--variants=none', '--steps=1', '--batch_size=2',
+  bench.main(['--variants=none,global', '--steps=1', '--batch_size=2',
               '--lengths=8,4', f'--output={out}'])
   report = json.loads(out.read_text())
-  assert report['num_devices'] >= 1 and report['size'] == 'tiny'
   assert (report['batch_size'], report['input_length'],
-          report['target_length']) == (2, 8, 4)
-  [result] = report['results']
-  assert result['variant'] == 'none' and result['vocab_size'] == 384
-  assert result['num_params'] > 10_000
-  for key in ('compile_seconds', 'step_seconds', 'tokens_per_second'):
-    assert math.isfinite(result[key]) and result[key] > 0, key
-  assert math.isclose(result['tokens_per_second'],
-                      2 * (8 + 4) / result['step_seconds'])
-  peak = result['peak_memory_bytes']
-  assert peak is None or peak > 0
-  assert 'tokens/s' in capsys.readouterr().out  # the printed table
+          report['target_length'], report['dtype']) == (2, 8, 4, 'float32')
+  peak = report['peak_flops_per_second']
+  assert peak > 1e8 and 'measured' in report['peak_source']
+  results = {(r['variant'], r['rows']): r for r in report['results']}
+  assert sorted(results) == [('global', 'packed'), ('global', 'unpacked'),
+                             ('none', 'packed'), ('none', 'unpacked')]
+  for r in results.values():
+    for key in ('compile_seconds', 'step_seconds', 'flops_per_step'):
+      assert math.isfinite(r[key]) and r[key] > 0, key
+    assert math.isclose(r['tokens_per_second'], 2 * (8 + 4) / r['step_seconds'])
+    assert math.isclose(r['flops_per_second'],
+                        r['flops_per_step'] / r['step_seconds'])
+    assert math.isclose(r['mfu'], r['flops_per_second'] / peak)
+  # Prompts add work: more FLOPs in every layout, most where packed rows
+  # score every task's slots.
+  for rows in ('packed', 'unpacked'):
+    assert (results['global', rows]['flops_per_step']
+            > results['none', rows]['flops_per_step'])
+  assert (results['global', 'packed']['flops_per_step']
+          > results['global', 'unpacked']['flops_per_step'])
+  table = capsys.readouterr().out
+  assert 'MFU' in table and 'vs none' in table
 
 
-def test_bench_rejects_unknown_variants():
-  with pytest.raises(ValueError, match=r"bad --variants \['bogus'\]"):
-    bench.main(['--variants=global,bogus'])
+def test_prompt_tuning_is_not_benchmarked_packed(tmp_path):
+  out = tmp_path / 'bench.json'
+  bench.main(['--variants=prompt_tuning', '--rows=packed', f'--output={out}'])
+  assert json.loads(out.read_text())['results'] == []
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--variants=global,bogus', "bad --variants='global,bogus'"),
+    ('--rows=packd', "bad --rows='packd'"),
+    ('--lengths=8', "bad --lengths='8'"),
+    ('--steps=0', 'bad --steps=0'),
+])
+def test_bench_rejects_bad_flags(flag, message):
+  with pytest.raises(ValueError, match=message):
+    bench.main([flag])
+
+
+def test_t5x_bench_without_t5x_says_so_in_one_line(monkeypatch, capsys):
+  monkeypatch.setitem(sys.modules, 't5x', None)  # As if t5x were absent.
+  t5x_bench.main(['--steps=1'])
+  assert capsys.readouterr().out == t5x_bench.T5X_MISSING + '\n'
+
+
+@pytest.mark.t5x
+def test_t5x_bench_times_both_steps_on_the_same_program(tmp_path):
+  out = tmp_path / 't5x.json'
+  t5x_bench.main(['--variants=global', '--rows=packed', '--steps=1',
+                  '--rounds=1', '--batch_size=2', '--lengths=8,4',
+                  f'--output={out}'])
+  [result] = json.loads(out.read_text())['results']
+  assert result['ours_seconds'] > 0 and result['t5x_seconds'] > 0
+  assert math.isclose(result['speedup'],
+                      result['t5x_seconds'] / result['ours_seconds'])
+  # Same network, loss and optimizer: XLA counts nearly the same work (the
+  # metrics differ in a few elementwise ops, a few % at this size).
+  assert math.isclose(result['flops_ours'], result['flops_t5x'], rel_tol=0.1)

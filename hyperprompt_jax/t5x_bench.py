@@ -1,0 +1,173 @@
+r"""Our train step beside t5x's own, on the same network and batch.
+
+  python -m hyperprompt_jax.t5x_bench [--size=tiny|d256|small]
+    [--variants=none,global] [--rows=packed,unpacked] [--steps=10]
+    [--rounds=3] [--batch_size=N] [--lengths=INPUTS,TARGETS] [--output=FILE]
+
+Both trainers get the network of gin/models/t5_1_1_<size>.gin and
+gin/variants/<variant>.gin, Adafactor with T5's settings (decay 0.8,
+factored second moments, update clipping 1, parameter scaling), a constant
+learning rate, z-loss 1e-4, one data-parallel mesh over all devices and the
+same random batch (`bench.random_batch`). Each round times `--steps` compiled
+steps of ours, then of t5x's (median per step, blocking on results); the
+reported ratio is the median over rounds of t5x's step time over ours
+(above 1: ours is faster). Needs t5x (`make t5x`); without it the command
+says so in one line and exits 0.
+"""
+
+import argparse
+import dataclasses
+import json
+import statistics
+from typing import Sequence
+
+import jax
+
+from hyperprompt_jax import bench
+from hyperprompt_jax import data
+from hyperprompt_jax import gin_utils
+from hyperprompt_jax import hyperprompt_config
+
+T5X_MISSING = ('t5x is not installed, so there is nothing to compare with: '
+               'run `make t5x` first')
+
+
+@dataclasses.dataclass(frozen=True)
+class SideBySide:
+  """Median step seconds of both trainers on one variant and row layout."""
+  variant: str
+  rows: str
+  ours_seconds: float
+  t5x_seconds: float
+  flops_ours: float
+  flops_t5x: float
+
+  @property
+  def speedup(self) -> float:
+    """t5x's step time over ours: above 1 when ours is faster."""
+    return self.t5x_seconds / self.ours_seconds
+
+
+def t5x_train_step(model, host_batch):
+  """(compiled step, train state) of t5x's `Trainer` for our network."""
+  # pylint: disable=g-import-not-at-top
+  from t5x import adafactor
+  from t5x import partitioning as t5x_partitioning
+  from t5x import trainer as t5x_trainer
+  from t5x import utils
+  from hyperprompt_jax import t5x_model
+  # pylint: enable=g-import-not-at-top
+  optimizer = adafactor.Adafactor(
+      decay_rate=0.8, step_offset=0,
+      logical_factor_rules=t5x_model.adafactor_logical_factor_rules())
+  vocabulary = model.input_vocabulary
+  t5x = t5x_model.HyperPromptEncoderDecoderModel(
+      model.module, vocabulary, vocabulary, optimizer, z_loss=1e-4)
+  partitioner = t5x_partitioning.PjitPartitioner(
+      num_partitions=1,
+      logical_axis_rules=t5x_partitioning.standard_logical_axis_rules(
+          additional_rules=t5x_model.hyperprompt_axis_rules()))
+  shapes = {k: v.shape for k, v in host_batch.items()}
+  types = {k: v.dtype for k, v in host_batch.items()}
+  initializer = utils.TrainStateInitializer(
+      optimizer, t5x.get_initial_variables, shapes, partitioner, types)
+  state = initializer.from_scratch(jax.random.PRNGKey(0))
+  trainer = t5x_trainer.Trainer(
+      t5x, state, partitioner, eval_names=[], summary_dir=None,
+      train_state_axes=initializer.train_state_axes,
+      rng=jax.random.PRNGKey(0),
+      learning_rate_fn=utils.create_learning_rate_scheduler(
+          factors='constant', base_learning_rate=1e-3),
+      num_microbatches=None)
+  batch = jax.tree.map(jax.numpy.asarray, host_batch)
+  compiled = partitioner.compile(trainer._partitioned_train_step,  # pylint: disable=protected-access
+                                 state, batch)
+  return compiled, state, batch
+
+
+def side_by_side(size: str, variant: str, rows: str, shape: bench.Shape,
+                 dtype: str, steps: int, rounds: int) -> SideBySide:
+  """Alternates `rounds` timings of our compiled step and t5x's."""
+  model = bench.build_model(size, variant, shape.vocab_size, dtype)
+  host_batch = bench.random_batch(shape, model.module.config.vocab_size,
+                                  rows == 'packed')
+  trainer = bench.build_trainer(model, host_batch)
+  ours_state = trainer.init_state()
+  ours_batch = data.to_global(host_batch, trainer.batch_sharding)
+  ours = trainer.compile_train_step(ours_state, ours_batch)
+  theirs, t5x_state, t5x_batch = t5x_train_step(model, host_batch)
+  ours_times, t5x_times = [], []
+  for _ in range(rounds):
+    with trainer.activate():
+      ours_state, seconds = bench.median_step_seconds(
+          ours, ours_state, ours_batch, steps)
+    ours_times.append(seconds)
+    t5x_state, seconds = bench.median_step_seconds(
+        theirs, t5x_state, t5x_batch, steps)
+    t5x_times.append(seconds)
+  return SideBySide(variant, rows, statistics.median(ours_times),
+                    statistics.median(t5x_times), bench.step_flops(ours),
+                    bench.step_flops(theirs))
+
+
+def format_table(results: Sequence[SideBySide]) -> str:
+  lines = [f"{'variant':<14}{'rows':<10}{'ours ms':>9}{'t5x ms':>9}"
+           f"{'t5x/ours':>10}{'GFLOP ours':>12}{'GFLOP t5x':>11}"]
+  for r in results:
+    lines.append(f'{r.variant:<14}{r.rows:<10}{r.ours_seconds * 1e3:>9.2f}'
+                 f'{r.t5x_seconds * 1e3:>9.2f}{r.speedup:>9.2f}x'
+                 f'{r.flops_ours / 1e9:>12.3f}{r.flops_t5x / 1e9:>11.3f}')
+  return '\n'.join(lines)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog='python -m hyperprompt_jax.t5x_bench', description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  bench.add_shape_flags(parser)
+  parser.add_argument('--variants', default='none,global',
+                      help='comma-separated variants')
+  parser.add_argument('--rows', default=','.join(bench.ROWS),
+                      help='packed, unpacked or both')
+  parser.add_argument('--rounds', type=int, default=3,
+                      help='alternating timing rounds (median)')
+  parser.add_argument('--output', default=None, help='write JSON here')
+  return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str]) -> None:
+  args = parse_args(argv)
+  variants = bench.csv_values('--variants', args.variants,
+                              hyperprompt_config.VARIANTS)
+  rows = bench.csv_values('--rows', args.rows, bench.ROWS)
+  shape, dtype = bench.shape_from_args(args)
+  try:
+    import t5x.trainer  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    print(T5X_MISSING)
+    return
+  print(bench.describe(args.size, shape, dtype), flush=True)
+  results = []
+  for variant in variants:
+    for layout in rows:
+      if layout == 'packed' and not hyperprompt_config.pack_examples(
+          hyperprompt_config.HyperPromptConfig(variant=variant)):
+        continue
+      results.append(side_by_side(args.size, variant, layout, shape, dtype,
+                                  args.steps, args.rounds))
+      print(format_table(results).splitlines()[-1], flush=True)
+  print(format_table(results))
+  if args.output:
+    with open(args.output, 'w') as f:
+      json.dump({
+          'device_kind': jax.devices()[0].device_kind,
+          'num_devices': jax.device_count(), 'size': args.size,
+          'dtype': dtype, **dataclasses.asdict(shape),
+          'results': [dict(dataclasses.asdict(r), speedup=r.speedup)
+                      for r in results],
+      }, f, indent=2)
+    print(f'wrote {args.output}')
+
+
+if __name__ == '__main__':
+  gin_utils.run_main(main)
