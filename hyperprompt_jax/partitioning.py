@@ -1,4 +1,12 @@
-"""Logical axis rules for sharding the network over a ('data', 'model') mesh."""
+"""Logical axis rules for sharding the network over a ('data', 'model') mesh.
+
+`logical_axis_rules` is gin-configurable: `parameter_partitioning_dims = 2`
+(macro `PARAMETER_PARTITIONING_DIMS` in gin/runs/base.gin) shards parameters
+and optimizer state over 'data' as well as 'model', as t5x's
+`standard_logical_axis_rules(parameter_partitioning_dims=2)` does.
+"""
+
+import gin
 
 # Axes of the task-conditioning parameters (hyper-prompts and adapters). They
 # are small, so they replicate; their head axis is `joined_kv`, sharded like the
@@ -13,11 +21,20 @@ HYPERPROMPT_AXIS_RULES = (
     ('adapter_bottleneck', None),
 )
 
-# The backbone's rules, as t5x's standard 1-D parameter partitioning.
-BACKBONE_AXIS_RULES = (
+# Where the model axis `embed` goes, by number of parameter partitioning
+# dimensions: 1 replicates it (weights split over 'model' only); 2 splits it
+# over 'data' too (fully sharded weights). Rules apply in order and each mesh
+# axis once per array: `batch` comes first, so activations `[batch, length,
+# embed]` keep 'data' for the batch and leave `embed` whole.
+EMBED_AXIS_RULES = {1: (('embed', None),), 2: (('embed', 'data'),)}
+
+# The backbone's rules, as t5x's standard rules, with `embed` between
+# BACKBONE_AXIS_RULES_HEAD and BACKBONE_AXIS_RULES_TAIL.
+BACKBONE_AXIS_RULES_HEAD = (
     ('batch', 'data'),
     ('vocab', 'model'),
-    ('embed', None),
+)
+BACKBONE_AXIS_RULES_TAIL = (
     ('mlp', 'model'),
     ('heads', 'model'),
     ('kv', None),
@@ -34,14 +51,26 @@ BACKBONE_AXIS_RULES = (
 CONDITIONING_MODULES = ('hyperprompt', 'input_prompt', 'adapters')
 
 
+@gin.configurable(module='hyperprompt_jax.partitioning')
 def logical_axis_rules(
-    additional_rules: tuple[tuple[str, str | None], ...] = ()
+    additional_rules: tuple[tuple[str, str | None], ...] = (),
+    parameter_partitioning_dims: int = 1,
 ) -> tuple[tuple[str, str | None], ...]:
   """Rules mapping every logical axis of the model to a mesh axis or None.
 
-  `additional_rules` come first, so they override the defaults.
+  Args:
+    additional_rules: come first, so they override the defaults.
+    parameter_partitioning_dims: 1 shards parameters (and the optimizer
+      statistics shaped like them) over 'model' only; 2 over 'data' as well,
+      for models whose weights do not fit a chip divided by 'model' alone.
   """
-  return tuple(additional_rules) + BACKBONE_AXIS_RULES + HYPERPROMPT_AXIS_RULES
+  if parameter_partitioning_dims not in EMBED_AXIS_RULES:
+    raise ValueError(
+        f'parameter_partitioning_dims={parameter_partitioning_dims}: use 1 '
+        "(parameters split over 'model') or 2 (over 'data' and 'model')")
+  return (tuple(additional_rules) + BACKBONE_AXIS_RULES_HEAD +
+          EMBED_AXIS_RULES[parameter_partitioning_dims] +
+          BACKBONE_AXIS_RULES_TAIL + HYPERPROMPT_AXIS_RULES)
 
 
 def is_conditioning_param(path: tuple[str, ...]) -> bool:
