@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TEST_WORKERS ?= 2
 MODEL_DIR ?= /tmp/hyperprompt_jax/synthetic_global_tiny
 
-.PHONY: install test train bench compare t5x clean
+.PHONY: install test train bench compare plan t5x clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,15 @@ bench: install
 
 compare: install
 	$(PY) -m hyperprompt_jax.compare
+
+# Per-chip memory, FLOPs and step-time bound of the train step of every TPU
+# run file, compiled for the slice it names (libtpu; no TPU needed), e.g.
+#   make plan PLAN_RUNS=gin/tpu/base_global_v5e_8.gin PLAN_FLAGS=--output=plan.json
+PLAN_RUNS ?= $(sort $(wildcard gin/tpu/*.gin))
+PLAN_FLAGS ?=
+plan: install
+	$(PY) -m pip install --quiet 'libtpu==0.0.42.*'  # the [tpu] extra of setup.py
+	$(PY) -m hyperprompt_jax.plan $(foreach r,$(PLAN_RUNS),--run=$(r)) $(PLAN_FLAGS)
 
 # t5x, airio and jestimator are not on PyPI: pinned commits of their git
 # repositories, or local copies where no git host is reachable, e.g.

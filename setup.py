@@ -50,5 +50,9 @@ setuptools.setup(
     package_dir={'hyperprompt_jax.tasks': 'tasks'},
     install_requires=INSTALL_REQUIRES,
     extras_require={'test': ['pytest>=9,<10', 'pytest-xdist>=3.6,<4',
-                             'filelock>=3.12']},
+                             'filelock>=3.12'],
+                    # TPU support, and the TPU compiler that
+                    # `python -m hyperprompt_jax.plan` needs (no TPU needed):
+                    # the libtpu that jax[tpu] 0.10.2 pins.
+                    'tpu': ['libtpu==0.0.42.*']},
 )

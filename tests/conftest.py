@@ -35,6 +35,8 @@ def pytest_configure(config):
       'markers', 't5x: needs t5x installed; skipped where it is absent.')
   config.addinivalue_line(
       'markers', 'gpu: needs a GPU visible to JAX; skipped where there is none.')
+  config.addinivalue_line(
+      'markers', 'tpu_aot: needs libtpu (TPU compiles); skipped where it is absent.')
 
 
 def pytest_unconfigure(config):

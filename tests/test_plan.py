@@ -1,0 +1,181 @@
+"""Pod planner (`python -m hyperprompt_jax.plan`) and 2-D parameter sharding."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from hyperprompt_jax import data
+from hyperprompt_jax import gin_utils
+from hyperprompt_jax import optimizers
+from hyperprompt_jax import partitioning
+from hyperprompt_jax import plan
+from hyperprompt_jax import trainer as trainer_lib
+
+import test_trainer
+
+# make train's run, one layer per stack, on short rows.
+TINY_RUN = ['--gin_file=runs/synthetic_global_tiny.gin',
+            "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 8}",
+            '--gin.BATCH_SIZE=8', '--gin.network.T5Config.num_encoder_layers=1',
+            '--gin.network.T5Config.num_decoder_layers=1']
+
+
+def run_plan(tmp_path, *flags):
+  """`python -m hyperprompt_jax.plan` in a new process; (JSON, stdout)."""
+  output = tmp_path / 'plan.json'
+  result = subprocess.run(
+      [sys.executable, '-m', 'hyperprompt_jax.plan', *TINY_RUN, *flags,
+       f'--output={output}'], capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr
+  assert result.stderr == ''  # quiet by default
+  return json.loads(output.read_text()), result.stdout
+
+
+def test_plan_for_eight_host_devices_in_json(tmp_path):
+  # A memory budget far below the step's needs: the plan must say so.
+  out, stdout = run_plan(tmp_path, '--topology=cpu:8',
+                         '--gin.DATA_MESH_SIZE=4', '--gin.MODEL_MESH_SIZE=2',
+                         '--gin.PARAMETER_PARTITIONING_DIMS=2',
+                         '--hbm_gib=0.0001')
+  [p] = out['plans']
+  assert p['topology'] == 'cpu:8' and p['num_chips'] == 8
+  assert p['mesh'] == {'data': 4, 'model': 2}
+  assert p['parameter_partitioning_dims'] == 2
+  assert 0 < p['state_bytes'] < p['total_bytes']
+  assert p['temp_bytes'] > 0 and p['flops'] > 0
+  assert p['hbm_bytes'] == int(0.0001 * plan.GIB)
+  assert p['fits'] is False
+  assert p['step_seconds_lower_bound'] is None  # no peak rate for host CPUs
+  assert 'does not fit' in stdout.splitlines()[2]
+
+
+def _one_line_error(argv, monkeypatch, capsys):
+  """`python -m hyperprompt_jax.plan ARGV` through the commands' error path."""
+  # prepare_environment writes these; later tests must not inherit them.
+  for key in ('XLA_FLAGS', 'JAX_PLATFORMS'):
+    monkeypatch.setenv(key, os.environ.get(key, ''))
+  monkeypatch.setattr(sys, 'argv', ['plan', '--verbose', *argv])
+  with pytest.raises(SystemExit) as exit_info:
+    gin_utils.run_main(plan.main)
+  message = str(exit_info.value.code)
+  assert message.startswith('error: ') and '\n' not in message
+  assert capsys.readouterr().err == ''
+  return message
+
+
+def test_bad_topologies_and_meshes_give_one_line(monkeypatch, capsys):
+  message = _one_line_error([*TINY_RUN, '--topology=v6e:2x2'], monkeypatch,
+                            capsys)
+  assert "unknown topology 'v6e:2x2': use v4:AxBxC" in message
+  message = _one_line_error([*TINY_RUN, '--topology=v4:2x2'], monkeypatch,
+                            capsys)
+  assert "bad topology 'v4:2x2': write v4:AxBxC" in message
+  message = _one_line_error(
+      [*TINY_RUN, '--topology=cpu:1', '--gin.MODEL_MESH_SIZE=2'], monkeypatch,
+      capsys)
+  assert ('mesh data=-1 x model=2 does not fit the 1 chips of cpu:1: set '
+          '--gin.DATA_MESH_SIZE and --gin.MODEL_MESH_SIZE') in message
+  if importlib.util.find_spec('libtpu') is None:
+    message = _one_line_error([*TINY_RUN, '--topology=v4:2x2x1'], monkeypatch,
+                              capsys)
+    assert 'libtpu is not installed' in message
+
+
+@pytest.mark.tpu_aot
+def test_plan_compiles_for_a_tpu_v4_slice(tmp_path):
+  pytest.importorskip('libtpu', reason='libtpu (pip install -e .[tpu]) absent')
+  out, _ = run_plan(tmp_path, '--topology=v4:2x2x1')
+  [p] = out['plans']
+  assert p['chip'] == 'TPU v4' and p['num_chips'] == 4
+  assert p['mesh'] == {'data': 4, 'model': 1}
+  assert p['hbm_bytes'] == 32 * plan.GIB and p['fits'] is True
+  assert 0 < p['state_bytes'] < p['total_bytes'] and p['flops'] > 0
+  assert p['step_seconds_lower_bound'] == pytest.approx(p['flops'] / 275e12)
+
+
+# Adafactor factors dimensions of at least 8 here, so the tiny model has
+# factored second moments too.
+_ADAFACTOR = optimizers.Adafactor(min_dim_size_to_factor=8)
+
+
+def make_trainer(mesh, parameter_partitioning_dims):
+  shapes = {k: v.shape for k, v in test_trainer.random_batch(0).items()}
+  return trainer_lib.Trainer(
+      test_trainer.tiny_model('share'), _ADAFACTOR,
+      optimizers.Schedule(base_learning_rate=1e-2), mesh, shapes,
+      trainer_lib.TrainerConfig(),
+      partitioning.logical_axis_rules(
+          parameter_partitioning_dims=parameter_partitioning_dims))
+
+
+def train_from(trainer, state, steps):
+  """`steps` updates from `state` (resharded for `trainer`): state, losses."""
+  state = jax.device_put(state, trainer.state_shardings)
+  losses = []
+  for i in range(steps):
+    batch = data.to_global(test_trainer.random_batch(i), trainer.batch_sharding)
+    state, metrics = trainer.train_step(state, batch)
+    losses.append(float(metrics['loss']))
+  return state, losses
+
+
+# Both runs in one process of 8 host devices, from the same initial state.
+_TWO_D_SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {tests!r})
+    import jax
+    import numpy as np
+    from hyperprompt_jax import mesh as mesh_lib
+    import test_plan
+    assert jax.device_count() == 8
+    one = test_plan.make_trainer(
+        mesh_lib.MeshConfig(data=1, model=1).make_mesh(jax.devices()[:1]), 1)
+    two_d = test_plan.make_trainer(
+        mesh_lib.MeshConfig(data=4, model=2).make_mesh(), 2)
+    init = one.init_state()
+    state_one, losses_one = test_plan.train_from(one, init, 3)
+    state_two_d, losses_two_d = test_plan.train_from(two_d, init, 3)
+    on_data = lambda tree: sum('data' in str(x.sharding.spec)
+                               for x in jax.tree.leaves(tree))
+    print(json.dumps({{
+        'losses': [losses_one, losses_two_d],
+        'params_max_abs_diff': max(
+            float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+            for a, b in zip(jax.tree.leaves(jax.device_get(state_one.params)),
+                            jax.tree.leaves(jax.device_get(state_two_d.params)))),
+        'params_on_data': on_data(state_two_d.params),
+        'opt_state_on_data': on_data(state_two_d.opt_state),
+    }}))
+""")
+
+
+def test_two_d_parameter_sharding_on_eight_devices_matches_one_device():
+  env = dict(os.environ, XLA_FLAGS=os.environ.get('XLA_FLAGS', '') +
+             ' --xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+  script = _TWO_D_SCRIPT.format(tests=os.path.dirname(__file__))
+  out = subprocess.run([sys.executable, '-c', script], env=env, check=True,
+                       capture_output=True, text=True).stdout
+  result = json.loads(out.strip().splitlines()[-1])
+  losses_one, losses_two_d = result['losses']
+  np.testing.assert_allclose(losses_two_d, losses_one, rtol=1e-5)
+  assert result['params_max_abs_diff'] < 1e-5
+  # Parameters, and optimizer statistics shaped like them, split over 'data'.
+  assert result['params_on_data'] > 0 and result['opt_state_on_data'] > 0
+
+
+def test_two_d_rules_split_embed_over_data_after_batch():
+  one = dict(partitioning.logical_axis_rules())
+  two = partitioning.logical_axis_rules(parameter_partitioning_dims=2)
+  assert one['embed'] is None and dict(two)['embed'] == 'data'
+  # `batch` takes 'data' first: activations keep their batch split.
+  names = [name for name, _ in two]
+  assert names.index('batch') < names.index('embed')
+  with pytest.raises(ValueError, match='parameter_partitioning_dims=3'):
+    partitioning.logical_axis_rules(parameter_partitioning_dims=3)
