@@ -4,7 +4,6 @@ from TensorBoard, and the command end to end on tiny runs (outputs, resume)."""
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -36,10 +35,9 @@ def compare_args(tmp_path, output_dir, *extra) -> list[str]:
 
 
 def run_compare(tmp_path, output_dir, *extra):
-  return subprocess.run(
-      [sys.executable, '-m', 'hyperprompt_jax.compare',
-       *compare_args(tmp_path, output_dir, *extra)],
-      capture_output=True, text=True)
+  """compare's command in this process (its trainer runs are subprocesses)."""
+  return train_runs.run_in_process(
+      compare.main, compare_args(tmp_path, output_dir, *extra))
 
 
 @pytest.fixture(scope='module')
@@ -121,9 +119,8 @@ def test_bad_flags(flag, message):
 
 
 def test_unknown_variant_is_one_error_line(tmp_path):
-  result = subprocess.run(
-      [sys.executable, '-m', 'hyperprompt_jax.compare', '--variants=globl',
-       f'--output_dir={tmp_path}'], capture_output=True, text=True)
+  result = train_runs.run_in_process(
+      compare.main, ['--variants=globl', f'--output_dir={tmp_path}'])
   assert train_runs.error_line(result).startswith(
       "error: bad --variants='globl': give comma-separated values from none,")
   assert not list(tmp_path.iterdir())

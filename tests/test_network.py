@@ -22,10 +22,10 @@ def test_forward_shapes(variant):
   assert logits.shape == (2, 5, tm.VOCAB)
   assert logits.dtype == jnp.float32
   assert np.all(np.isfinite(logits))
-  encoded = module.apply({'params': params}, jnp.asarray(
-      batch['encoder_input_tokens']), encoder_task_ids=jnp.asarray(
-          batch['encoder_task_ids']), enable_dropout=False,
-                         method=module.encode)
+  encoded = jax.eval_shape(lambda: module.apply(
+      {'params': params}, jnp.asarray(batch['encoder_input_tokens']),
+      encoder_task_ids=jnp.asarray(batch['encoder_task_ids']),
+      enable_dropout=False, method=module.encode))
   extra = 3 if variant == 'prompt_tuning' else 0
   assert encoded.shape == (2, 7 + extra, 16)
 

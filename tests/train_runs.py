@@ -71,18 +71,24 @@ def train_in_process(tmp_path, model_dir, num_steps, *extra):
 
 def run_train_main(args):
   """Runs `python -m hyperprompt_jax.train ARGS`' entry point in this process,
-  which keeps compiled programs and traced input pipelines from run to run.
+  which keeps compiled programs and traced input pipelines from run to run
+  (see `run_in_process`)."""
+  return run_in_process(train_main.main, args)
 
-  Returns a CompletedProcess: the run's stdout, and as stderr the `error: ...`
-  line a failed command prints (other output is not captured).
+
+def run_in_process(main, args):
+  """Runs a command's `main` as `gin_utils.run_main` would, in this process.
+
+  Returns a CompletedProcess: the command's stdout, and as stderr the
+  `error: ...` line a failed command prints (other output is not captured).
   """
   stdout = io.StringIO()
   gin.clear_config()
   try:
     # --verbose: leave this process's log and warning settings alone.
-    with mock.patch.object(sys, 'argv', ['train', '--verbose', *args]):
+    with mock.patch.object(sys, 'argv', ['command', '--verbose', *args]):
       with contextlib.redirect_stdout(stdout):
-        gin_utils.run_main(train_main.main)
+        gin_utils.run_main(main)
     code, stderr = 0, ''
   except SystemExit as e:
     code, stderr = ((1, f'{e.code}\n') if isinstance(e.code, str)
