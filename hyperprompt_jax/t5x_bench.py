@@ -2,7 +2,8 @@ r"""Our train step beside t5x's own, on the same network and batch.
 
   python -m hyperprompt_jax.t5x_bench [--size=tiny|d256|small]
     [--variants=none,global] [--rows=packed,unpacked] [--steps=10]
-    [--rounds=3] [--batch_size=N] [--lengths=INPUTS,TARGETS] [--output=FILE]
+    [--rounds=3] [--batch_size=N] [--lengths=INPUTS,TARGETS]
+    [--whole_run_steps=N] [--output=FILE]
 
 Both trainers get the network of gin/models/t5_1_1_<size>.gin and
 gin/variants/<variant>.gin, Adafactor with T5's settings (decay 0.8,
@@ -11,19 +12,36 @@ learning rate, z-loss 1e-4, one data-parallel mesh over all devices and the
 same random batch (`bench.random_batch`). Each round times `--steps` compiled
 steps of ours, then of t5x's (median per step, blocking on results); the
 reported ratio is the median over rounds of t5x's step time over ours
-(above 1: ours is faster). Needs t5x (`make t5x`); without it the command
+(above 1: ours is faster).
+
+`--whole_run_steps=N` also trains each variant's `make train` run
+(gin/runs/synthetic_<variant>_tiny.gin: tiny network, synthetic mixture,
+packed batches of 32, lengths 32/16) for N steps with each trainer, one
+after the other as subprocesses, input pipeline, logging and all: ours
+through `python -m hyperprompt_jax.train`, t5x's through `python -m t5x.train`
+with gin/t5x/runs/synthetic_tiny.gin at the same batch. Each reports steps
+per second over its logged windows; the median over windows after the first
+(which compiles) is compared. Needs t5x (`make t5x`); without it the command
 says so in one line and exits 0.
 """
 
 import argparse
 import dataclasses
+import glob
 import json
+import os
 import statistics
-from typing import Sequence
+import subprocess
+import sys
+import tempfile
+from typing import Optional, Sequence
 
 import jax
+import numpy as np
+import tensorflow as tf
 
 from hyperprompt_jax import bench
+from hyperprompt_jax import compare
 from hyperprompt_jax import data
 from hyperprompt_jax import gin_utils
 from hyperprompt_jax import hyperprompt_config
@@ -110,6 +128,69 @@ def side_by_side(size: str, variant: str, rows: str, shape: bench.Shape,
                     bench.step_flops(theirs))
 
 
+@dataclasses.dataclass(frozen=True)
+class WholeRuns:
+  """Median logged steps per second of one variant's run with each trainer."""
+  variant: str
+  steps: int
+  ours_steps_per_second: float
+  t5x_steps_per_second: float
+
+  @property
+  def speedup(self) -> float:
+    return self.ours_steps_per_second / self.t5x_steps_per_second
+
+
+_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'gin')
+
+
+def _run(command: list[str]) -> None:
+  result = subprocess.run(command, capture_output=True, text=True)
+  if result.returncode:
+    raise RuntimeError(f'{" ".join(command)} failed:\n{result.stderr[-3000:]}')
+
+
+def _t5x_steps_per_second(model_dir: str) -> Optional[float]:
+  """Median of t5x's logged `timing/steps_per_second`, first window left out."""
+  values = [float(tf.make_ndarray(v.tensor)) if v.HasField('tensor')
+            else v.simple_value
+            for path in sorted(glob.glob(os.path.join(model_dir, 'train',
+                                                      '*tfevents*')))
+            for event in tf.compat.v1.train.summary_iterator(path)
+            for v in event.summary.value if v.tag == 'timing/steps_per_second']
+  return float(np.median(values[1:])) if len(values) > 1 else None
+
+
+def whole_runs(variant: str, steps: int, log_period: int) -> WholeRuns:
+  """Trains the variant's `make train` run with each trainer for `steps`."""
+  with tempfile.TemporaryDirectory() as workdir:
+    ours_dir, t5x_dir = (os.path.join(workdir, n) for n in ('ours', 't5x'))
+    _run([sys.executable, '-m', 'hyperprompt_jax.train',
+          f'--gin_file=runs/synthetic_{variant}_tiny.gin',
+          f"--gin.MODEL_DIR='{ours_dir}'", f'--gin.TRAIN_STEPS={steps}',
+          f'--gin.LOG_PERIOD={log_period}',
+          f'--gin.CHECKPOINT_PERIOD={steps}', '--gin.EVAL_NUM_EXAMPLES=64'])
+    periods = os.path.join(workdir, 'periods.gin')
+    with open(periods, 'w') as f:  # t5x.train's own flags cannot name these
+      f.write('from __gin__ import dynamic_registration\n'
+              'import __main__ as train_script\n'
+              'from t5x import utils\n'
+              f'train_script.train.eval_period = {steps}\n'
+              f'train_script.train.stats_period = {log_period}\n'
+              f'utils.SaveCheckpointConfig.period = {steps}\n')
+    _run([sys.executable, '-m', 't5x.train', f'--gin_search_paths={_GIN_DIR}',
+          f'--gin_file=variants/{variant}.gin',
+          '--gin_file=t5x/runs/synthetic_tiny.gin', f'--gin_file={periods}',
+          f"--gin.MODEL_DIR='{t5x_dir}'", f'--gin.TRAIN_STEPS={steps}',
+          '--gin.BATCH_SIZE=32'])
+    step_seconds = compare.step_time_seconds(ours_dir)
+    t5x_rate = _t5x_steps_per_second(t5x_dir)
+  if step_seconds is None or t5x_rate is None:
+    raise ValueError(f'--whole_run_steps={steps} logs too few windows of '
+                     f'{log_period} steps: use at least {3 * log_period}')
+  return WholeRuns(variant, steps, 1 / step_seconds, t5x_rate)
+
+
 def format_table(results: Sequence[SideBySide]) -> str:
   lines = [f"{'variant':<14}{'rows':<10}{'ours ms':>9}{'t5x ms':>9}"
            f"{'t5x/ours':>10}{'GFLOP ours':>12}{'GFLOP t5x':>11}"]
@@ -131,6 +212,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help='packed, unpacked or both')
   parser.add_argument('--rounds', type=int, default=3,
                       help='alternating timing rounds (median)')
+  parser.add_argument('--whole_run_steps', type=int, default=0,
+                      help='also time each variant\'s make-train run with both '
+                      'trainers for this many steps (0: no)')
+  parser.add_argument('--log_period', type=int, default=50,
+                      help='steps per logged window of the whole runs')
   parser.add_argument('--output', default=None, help='write JSON here')
   return parser.parse_args(argv)
 
@@ -157,6 +243,15 @@ def main(argv: Sequence[str]) -> None:
                                   args.steps, args.rounds))
       print(format_table(results).splitlines()[-1], flush=True)
   print(format_table(results))
+  runs = []
+  if args.whole_run_steps:
+    print(f"{'variant':<14}{'steps':>7}{'ours steps/s':>14}{'t5x steps/s':>13}"
+          f"{'ours/t5x':>10}", flush=True)
+    for variant in variants:
+      runs.append(whole_runs(variant, args.whole_run_steps, args.log_period))
+      r = runs[-1]
+      print(f'{r.variant:<14}{r.steps:>7}{r.ours_steps_per_second:>14.1f}'
+            f'{r.t5x_steps_per_second:>13.1f}{r.speedup:>9.2f}x', flush=True)
   if args.output:
     with open(args.output, 'w') as f:
       json.dump({
@@ -165,6 +260,8 @@ def main(argv: Sequence[str]) -> None:
           'dtype': dtype, **dataclasses.asdict(shape),
           'results': [dict(dataclasses.asdict(r), speedup=r.speedup)
                       for r in results],
+          'whole_runs': [dict(dataclasses.asdict(r), speedup=r.speedup)
+                         for r in runs],
       }, f, indent=2)
     print(f'wrote {args.output}')
 

@@ -104,3 +104,11 @@ def test_t5x_bench_times_both_steps_on_the_same_program(tmp_path):
   # Same network, loss and optimizer: XLA counts nearly the same work (the
   # metrics differ in a few elementwise ops, a few % at this size).
   assert math.isclose(result['flops_ours'], result['flops_t5x'], rel_tol=0.1)
+
+
+@pytest.mark.t5x
+def test_whole_runs_read_both_trainers_logged_steps_per_second():
+  runs = t5x_bench.whole_runs('none', steps=3, log_period=1)
+  assert runs.ours_steps_per_second > 0 and runs.t5x_steps_per_second > 0
+  assert math.isclose(runs.speedup, runs.ours_steps_per_second
+                      / runs.t5x_steps_per_second)
