@@ -250,8 +250,8 @@ def finished_results(model_dir: str, steps: int
   return saved['results'] if saved['step'] == steps else None
 
 
-def step_time_seconds(model_dir: str) -> Optional[float]:
-  """Median of the run's logged `step_time_seconds` windows, compile excluded.
+def logged_windows(model_dir: str, tag: str) -> list[float]:
+  """A run's logged `tag` values, each trainer session's first left out.
 
   Each TensorBoard events file under MODEL_DIR/train is one session of the
   trainer (a resumed run adds one); its first window includes compilation.
@@ -261,8 +261,14 @@ def step_time_seconds(model_dir: str) -> Optional[float]:
     values = [float(tf.make_ndarray(v.tensor)) if v.HasField('tensor')
               else v.simple_value
               for event in tf.compat.v1.train.summary_iterator(path)
-              for v in event.summary.value if v.tag == 'step_time_seconds']
+              for v in event.summary.value if v.tag == tag]
     windows += values[1:]
+  return windows
+
+
+def step_time_seconds(model_dir: str) -> Optional[float]:
+  """Median of the run's logged `step_time_seconds` windows, compile excluded."""
+  windows = logged_windows(model_dir, 'step_time_seconds')
   return float(np.median(windows)) if windows else None
 
 

@@ -27,18 +27,16 @@ says so in one line and exits 0.
 
 import argparse
 import dataclasses
-import glob
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-from typing import Optional, Sequence
+from typing import Sequence
 
 import jax
 import numpy as np
-import tensorflow as tf
 
 from hyperprompt_jax import bench
 from hyperprompt_jax import compare
@@ -150,17 +148,6 @@ def _run(command: list[str]) -> None:
     raise RuntimeError(f'{" ".join(command)} failed:\n{result.stderr[-3000:]}')
 
 
-def _t5x_steps_per_second(model_dir: str) -> Optional[float]:
-  """Median of t5x's logged `timing/steps_per_second`, first window left out."""
-  values = [float(tf.make_ndarray(v.tensor)) if v.HasField('tensor')
-            else v.simple_value
-            for path in sorted(glob.glob(os.path.join(model_dir, 'train',
-                                                      '*tfevents*')))
-            for event in tf.compat.v1.train.summary_iterator(path)
-            for v in event.summary.value if v.tag == 'timing/steps_per_second']
-  return float(np.median(values[1:])) if len(values) > 1 else None
-
-
 def whole_runs(variant: str, steps: int, log_period: int) -> WholeRuns:
   """Trains the variant's `make train` run with each trainer for `steps`."""
   with tempfile.TemporaryDirectory() as workdir:
@@ -184,11 +171,11 @@ def whole_runs(variant: str, steps: int, log_period: int) -> WholeRuns:
           f"--gin.MODEL_DIR='{t5x_dir}'", f'--gin.TRAIN_STEPS={steps}',
           '--gin.BATCH_SIZE=32'])
     step_seconds = compare.step_time_seconds(ours_dir)
-    t5x_rate = _t5x_steps_per_second(t5x_dir)
-  if step_seconds is None or t5x_rate is None:
+    t5x_rates = compare.logged_windows(t5x_dir, 'timing/steps_per_second')
+  if step_seconds is None or not t5x_rates:
     raise ValueError(f'--whole_run_steps={steps} logs too few windows of '
                      f'{log_period} steps: use at least {3 * log_period}')
-  return WholeRuns(variant, steps, 1 / step_seconds, t5x_rate)
+  return WholeRuns(variant, steps, 1 / step_seconds, float(np.median(t5x_rates)))
 
 
 def format_table(results: Sequence[SideBySide]) -> str:
