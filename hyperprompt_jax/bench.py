@@ -12,8 +12,9 @@ training packs them (several examples of random tasks per row) or unpacked
 (one example per row). Only the compiled step is timed, blocking on its
 results; the median over `--steps` steps is reported beside the FLOPs of one
 step (XLA's cost analysis, all devices), the achieved FLOP/s and the MFU:
-achieved FLOP/s over a peak measured on the same devices in the same run
-(a large matmul in the run's dtype), or the chip's bf16 peak for known GPUs.
+achieved FLOP/s over a peak measured on the same devices just before (a
+large matmul in the run's dtype, median of 10), or the chip's bf16 peak for
+known GPUs.
 """
 
 import argparse
@@ -336,18 +337,20 @@ def main(argv: Sequence[str]) -> None:
   variants = csv_values('--variants', args.variants, hyperprompt_config.VARIANTS)
   rows = csv_values('--rows', args.rows, ROWS)
   shape, dtype = shape_from_args(args)
-  peak, peak_source = peak_flops_per_second(dtype)
-  print(f'{describe(args.size, shape, dtype)}; peak {peak / 1e9:,.1f} GFLOP/s '
-        f'({peak_source})', flush=True)
-  results = []
+  _, peak_source = peak_flops_per_second(dtype, repeats=1)
+  print(f'{describe(args.size, shape, dtype)}; MFU against {peak_source} '
+        '(timed before each row)', flush=True)
+  results, peaks = [], []
   print(format_table([]), flush=True)
   for variant in variants:
     for layout in rows:
       if layout == 'packed' and not hyperprompt_config.pack_examples(
           hyperprompt_config.HyperPromptConfig(variant=variant)):
         continue  # prompt tuning prepends prompts to whole rows
+      # Timed next to the step, so that both see the same machine load.
+      peaks.append(peak_flops_per_second(dtype)[0])
       results.append(bench_variant(args.size, variant, layout, shape, dtype,
-                                   args.steps, peak))
+                                   args.steps, peaks[-1]))
       print(format_table(results).splitlines()[-1], flush=True)
   print(format_table(results))
   if args.output:
@@ -358,8 +361,9 @@ def main(argv: Sequence[str]) -> None:
           'num_devices': jax.device_count(),
           'size': args.size, 'dtype': dtype, 'steps': args.steps,
           **dataclasses.asdict(shape),
-          'peak_flops_per_second': peak, 'peak_source': peak_source,
-          'results': [dataclasses.asdict(r) for r in results],
+          'peak_source': peak_source,
+          'results': [dict(dataclasses.asdict(r), peak_flops_per_second=peak)
+                      for r, peak in zip(results, peaks)],
       }, f, indent=2)
     print(f'wrote {args.output}')
 

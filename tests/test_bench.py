@@ -45,8 +45,7 @@ def test_bench_reports_flops_and_mfu_for_both_row_layouts(tmp_path, capsys):
   report = json.loads(out.read_text())
   assert (report['batch_size'], report['input_length'],
           report['target_length'], report['dtype']) == (2, 8, 4, 'float32')
-  peak = report['peak_flops_per_second']
-  assert peak > 1e8 and 'measured' in report['peak_source']
+  assert 'measured' in report['peak_source']
   results = {(r['variant'], r['rows']): r for r in report['results']}
   assert sorted(results) == [('global', 'packed'), ('global', 'unpacked'),
                              ('none', 'packed'), ('none', 'unpacked')]
@@ -56,7 +55,9 @@ def test_bench_reports_flops_and_mfu_for_both_row_layouts(tmp_path, capsys):
     assert math.isclose(r['tokens_per_second'], 2 * (8 + 4) / r['step_seconds'])
     assert math.isclose(r['flops_per_second'],
                         r['flops_per_step'] / r['step_seconds'])
-    assert math.isclose(r['mfu'], r['flops_per_second'] / peak)
+    assert r['peak_flops_per_second'] > 1e8
+    assert math.isclose(r['mfu'], r['flops_per_second']
+                        / r['peak_flops_per_second'])
   # Prompts add work: more FLOPs in every layout, most where packed rows
   # score every task's slots.
   for rows in ('packed', 'unpacked'):
