@@ -12,6 +12,7 @@ from hyperprompt_jax import network
 
 GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / 'gin'
 SIZES = ('tiny', 'small', 'base', 'large', 'xl', 'xxl')
+BENCH_SIZES = ('d256',)  # models/ only: the benchmark's mid-size network
 VARIANTS = ('none', 'share', 'sep', 'global', 'direct', 'prompt_tuning',
             'adapter', 'hyperformer')
 # T5.1.1 (emb_dim, num_heads, layers, mlp_dim) of the public checkpoints, as in
@@ -47,7 +48,7 @@ def _transformer() -> network.Transformer:
   return gin.get_configurable(network.Transformer)()
 
 
-@pytest.mark.parametrize('size', SIZES)
+@pytest.mark.parametrize('size', SIZES + BENCH_SIZES)
 @pytest.mark.parametrize('variant', VARIANTS)
 def test_model_and_variant_files_bind_a_network(size, variant):
   _parse([f'variants/{variant}.gin', f'models/t5_1_1_{size}.gin'],
@@ -102,7 +103,7 @@ def _probe(value=None):
 
 
 def test_every_gin_file_is_covered():
-  covered = {*(f'models/t5_1_1_{s}.gin' for s in SIZES),
+  covered = {*(f'models/t5_1_1_{s}.gin' for s in SIZES + BENCH_SIZES),
              *(f'variants/{v}.gin' for v in VARIANTS),
              'variants/hyperprompt.gin',  # Included by every variant.
              *_gin_files('runs/synthetic_*.gin'), *SHARED_RUN_FILES,
