@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import pathlib
 import re
@@ -43,6 +44,8 @@ _LIBTPU_HOST_ENV = {'TPU_ACCELERATOR_TYPE': 'v4-8',
                     'TPU_WORKER_HOSTNAMES': 'localhost',
                     'ALLOW_MULTIPLE_LIBTPU_LOAD': '1'}
 
+_TPU_COMPILE_OPTIONS = {'xla_tpu_no_crash_on_oom': 'true'}
+
 
 @dataclasses.dataclass(frozen=True)
 class Chip:
@@ -52,10 +55,14 @@ class Chip:
   peak_tflops: Optional[float]
   topology_dims: int  # of the slice shape AxB...; 1 for cpu:N
   topology_form: str
+  # libtpu's chip configuration: v4 chips run as one device of two cores
+  # (megacore, 32 GiB) as JAX runs them; its default is a device per core.
+  chip_config_name: Optional[str] = None
 
 
 CHIPS = {
-    'v4': Chip('TPU v4', 32, 275, 3, 'v4:AxBxC, e.g. v4:2x2x1 (4 chips)'),
+    'v4': Chip('TPU v4', 32, 275, 3, 'v4:AxBxC, e.g. v4:2x2x1 (4 chips)',
+               'megacore'),
     'v5e': Chip('TPU v5e', 16, 197, 2, 'v5e:AxB, e.g. v5e:4x4 (16 chips)'),
     'v5p': Chip('TPU v5p', 95, 459, 3, 'v5p:AxBxC, e.g. v5p:2x2x1 (4 chips)'),
     # N host devices; their "HBM" is the host's memory shared by all N.
@@ -76,6 +83,11 @@ class Topology:
   @property
   def chip(self) -> Chip:
     return CHIPS[self.kind]
+
+  @property
+  def num_chips(self) -> int:
+    """Chips of the slice (A x B x ...), or host devices of cpu:N."""
+    return math.prod(int(n) for n in self.shape.split('x'))
 
 
 def parse_topology(text: str) -> Topology:
@@ -154,7 +166,7 @@ def prepare_environment(topologies: Sequence[Topology]) -> None:
 
 
 def chip_devices(topology: Topology, quiet: bool = True) -> list[Any]:
-  """One device per chip of `topology` (TPU v4 and v5p list both cores)."""
+  """One device per chip of `topology`."""
   import jax  # pylint: disable=g-import-not-at-top
   if topology.kind == 'cpu':
     devices = jax.devices('cpu')
@@ -166,10 +178,13 @@ def chip_devices(topology: Topology, quiet: bool = True) -> list[Any]:
           f'{topology.shape} before JAX starts')
     return devices[:int(topology.shape)]
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  options = {}
+  if topology.chip.chip_config_name:
+    options['chip_config_name'] = topology.chip.chip_config_name
   try:
     with _stderr_closed(quiet):
       devices = topologies.get_topology_desc(
-          topology_name=topology.name, platform='tpu').devices
+          topology_name=topology.name, platform='tpu', **options).devices
   except Exception as e:  # pylint: disable=broad-except
     # libtpu's errors for shapes it does not know are plain runtime errors.
     raise ValueError(
@@ -263,9 +278,13 @@ def plan_topology(run: str, settings: dict[str, Any], topology: Topology,
                    out_shardings=(trainer.state_shardings,
                                   mesh_lib.replicated(mesh)),
                    donate_argnums=(0,))
+  # A step that needs more than the chip's HBM still compiles, so that the
+  # plan says by how much (libtpu refuses it by default).
+  options = None if topology.kind == 'cpu' else _TPU_COMPILE_OPTIONS
   start = time.perf_counter()
   with trainer.activate(), _stderr_closed(quiet):
-    compiled = step.lower(trainer.abstract_state, batch).compile()
+    compiled = step.lower(trainer.abstract_state, batch).compile(
+        compiler_options=options)
   compile_seconds = time.perf_counter() - start
 
   memory = compiled.memory_analysis()
@@ -363,7 +382,7 @@ def _load_run(gin_files: Sequence[str], args: argparse.Namespace
   names = args.topology
   if not names:
     try:
-      names = [gin.query_parameter('TPU_TOPOLOGY')]
+      names = [gin.query_parameter('%TPU_TOPOLOGY')]
     except ValueError:
       raise ValueError(
           f'no --topology and {", ".join(gin_files)} names no TPU_TOPOLOGY: '

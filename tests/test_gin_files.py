@@ -115,7 +115,9 @@ def test_every_gin_file_is_covered():
              # Run by tests/test_t5x_train.py (t5x.eval, t5x.infer, frozen).
              't5x/synthetic_tiny_data.gin', 't5x/runs/infer.gin',
              't5x/runs/synthetic_tiny_eval.gin',
-             't5x/runs/synthetic_tiny_infer.gin', 't5x/tune_conditioning.gin'}
+             't5x/runs/synthetic_tiny_infer.gin', 't5x/tune_conditioning.gin',
+             # TPU runs, by tests/test_plan.py.
+             *_gin_files('tpu/*.gin')}
   assert set(_gin_files('**/*.gin')) <= covered
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import gin
 import jax
 import numpy as np
 import pytest
@@ -86,6 +87,22 @@ def test_bad_topologies_and_meshes_give_one_line(monkeypatch, capsys):
     message = _one_line_error([*TINY_RUN, '--topology=v4:2x2x1'], monkeypatch,
                               capsys)
     assert 'libtpu is not installed' in message
+
+
+@pytest.mark.parametrize('run', sorted(
+    p.name for p in (gin_utils.DEFAULT_GIN_DIR / 'tpu').glob('*.gin')))
+def test_tpu_run_files_name_a_topology_their_mesh_fits(run):
+  gin_utils.parse_gin([f'tpu/{run}'], ["MODEL_DIR = '/tmp/unused'"])
+  try:
+    settings = plan._run_settings()  # pylint: disable=protected-access
+    topology = plan.parse_topology(gin.query_parameter('%TPU_TOPOLOGY'))
+  finally:
+    gin.clear_config()
+  assert topology.kind != 'cpu'
+  data, model = settings['mesh_config'].shape(topology.num_chips)
+  assert settings['train_dataset_cfg'].batch_size % data == 0
+  assert topology.kind in run and f'{data * model}' in run  # e.g. v5e_8
+  assert settings['model'].module.hyperprompt.variant in run
 
 
 @pytest.mark.tpu_aot
