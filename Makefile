@@ -35,11 +35,19 @@ compare: install
 # Per-chip memory, FLOPs and step-time bound of the train step of every TPU
 # run file, compiled for the slice it names (libtpu; no TPU needed), e.g.
 #   make plan PLAN_RUNS=gin/tpu/base_global_v5e_8.gin PLAN_FLAGS=--output=plan.json
+# libtpu (the [tpu] extra of setup.py) goes to a folder of its own that only
+# the plan imports: installed in the venv, it makes every JAX program on a
+# host without TPUs write libtpu's warnings to stderr.
 PLAN_RUNS ?= $(sort $(wildcard gin/tpu/*.gin))
 PLAN_FLAGS ?=
-plan: install
-	$(PY) -m pip install --quiet 'libtpu==0.0.42.*'  # the [tpu] extra of setup.py
-	$(PY) -m hyperprompt_jax.plan $(foreach r,$(PLAN_RUNS),--run=$(r)) $(PLAN_FLAGS)
+LIBTPU_DIR := $(VENV)/libtpu-0.0.42
+plan: install $(LIBTPU_DIR)/.installed
+	PYTHONPATH=$(LIBTPU_DIR) $(PY) -m hyperprompt_jax.plan \
+	  $(foreach r,$(PLAN_RUNS),--run=$(r)) $(PLAN_FLAGS)
+
+$(LIBTPU_DIR)/.installed:
+	$(PY) -m pip install --quiet --target $(LIBTPU_DIR) 'libtpu==0.0.42.*'
+	touch $@
 
 # t5x, airio and jestimator are not on PyPI: pinned commits of their git
 # repositories, or local copies where no git host is reachable, e.g.
