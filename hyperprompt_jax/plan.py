@@ -121,6 +121,7 @@ class Plan:
   hbm_bytes: Optional[int]
   fits: Optional[bool]
   flops: float
+  flops_scaled_for_loops: bool
   step_seconds_lower_bound: Optional[float]
   compile_seconds: float
 
@@ -243,26 +244,25 @@ def make_mesh(settings: dict[str, Any], topology: Topology,
   return mesh
 
 
-def plan_topology(run: str, settings: dict[str, Any], topology: Topology,
-                  mesh, hbm_gib: Optional[float] = None,
-                  quiet: bool = True) -> Plan:
-  """Compiles the run's train step for `mesh` over the chips of `topology`."""
-  import time  # pylint: disable=g-import-not-at-top
+def _input_shapes(settings: dict[str, Any]) -> dict[str, tuple[int, int]]:
+  """Model feature -> global batch shape, as the run's data pipeline makes."""
+  dataset, model = settings['train_dataset_cfg'], settings['model']
+  lengths = model.feature_converter_cls(
+      pack=dataset.pack).get_model_feature_lengths(dataset.task_feature_lengths)
+  return {k: (dataset.batch_size, n) for k, n in lengths.items()}
+
+
+def _lower_step(settings: dict[str, Any], topology: Topology, mesh,
+                rules) -> tuple[Any, Any]:
+  """The run's trainer over `mesh`, and its train step lowered (not compiled)."""
   import jax  # pylint: disable=g-import-not-at-top
   from hyperprompt_jax import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from hyperprompt_jax import optimizers  # pylint: disable=g-import-not-at-top
-  from hyperprompt_jax import partitioning  # pylint: disable=g-import-not-at-top
   from hyperprompt_jax import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 
-  dataset = settings['train_dataset_cfg']
-  model = settings['model']
-  batch_size = dataset.batch_size
-  lengths = model.feature_converter_cls(
-      pack=dataset.pack).get_model_feature_lengths(dataset.task_feature_lengths)
-  input_shapes = {k: (batch_size, n) for k, n in lengths.items()}
-  rules = partitioning.logical_axis_rules()
+  input_shapes = _input_shapes(settings)
   trainer = trainer_lib.Trainer(
-      model, settings.get('optimizer', optimizers.Adafactor()),
+      settings['model'], settings.get('optimizer', optimizers.Adafactor()),
       settings.get('schedule', optimizers.Schedule()), mesh, input_shapes,
       settings.get('trainer_config', trainer_lib.TrainerConfig()), rules)
   batch = {k: jax.ShapeDtypeStruct(s, jax.numpy.int32,
@@ -278,14 +278,45 @@ def plan_topology(run: str, settings: dict[str, Any], topology: Topology,
                    out_shardings=(trainer.state_shardings,
                                   mesh_lib.replicated(mesh)),
                    donate_argnums=(0,))
+  with trainer.activate():
+    return trainer, step.lower(trainer.abstract_state, batch)
+
+
+def _flops(stage) -> float:
+  """XLA's FLOPs of a lowered (global) or compiled (per-chip) program."""
+  cost = stage.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # one entry per program on some versions
+    cost = cost[0]
+  return float(cost.get('flops', 0.0))
+
+
+def plan_topology(run: str, settings: dict[str, Any], topology: Topology,
+                  mesh, hbm_gib: Optional[float] = None, quiet: bool = True,
+                  loop_free_settings: Optional[dict[str, Any]] = None) -> Plan:
+  """Compiles the run's train step for `mesh` over the chips of `topology`.
+
+  XLA's cost analysis counts a loop's body once. A step with loops
+  (microbatches; layers under scan) comes with `loop_free_settings`, the same
+  run without them: its FLOPs are the compiled step's scaled by the ratio of
+  the two programs' global FLOPs (lowered, not compiled).
+  """
+  import time  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax import partitioning  # pylint: disable=g-import-not-at-top
+
+  rules = partitioning.logical_axis_rules()
+  trainer, lowered = _lower_step(settings, topology, mesh, rules)
   # A step that needs more than the chip's HBM still compiles, so that the
   # plan says by how much (libtpu refuses it by default).
   options = None if topology.kind == 'cpu' else _TPU_COMPILE_OPTIONS
   start = time.perf_counter()
   with trainer.activate(), _stderr_closed(quiet):
-    compiled = step.lower(trainer.abstract_state, batch).compile(
-        compiler_options=options)
+    compiled = lowered.compile(compiler_options=options)
   compile_seconds = time.perf_counter() - start
+  flops = _flops(compiled)
+  if loop_free_settings is not None:
+    _, loop_free = _lower_step(loop_free_settings, topology, mesh, rules)
+    flops *= _flops(loop_free) / _flops(lowered)
 
   memory = compiled.memory_analysis()
   state_bytes = sum(_sharded_bytes(x)
@@ -299,23 +330,21 @@ def plan_topology(run: str, settings: dict[str, Any], topology: Topology,
     hbm = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / (
         mesh.size * GIB)
   hbm_bytes = int(hbm * GIB)
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):  # one entry per program on some versions
-    cost = cost[0]
-  flops = float(cost.get('flops', 0.0))
   peak = topology.chip.peak_tflops
   return Plan(
       run=run, topology=topology.name, chip=topology.chip.name, num_chips=mesh.size,
       mesh=dict(mesh.shape),
       parameter_partitioning_dims=(
           2 if ('embed', 'data') in rules else 1),
-      batch_size=batch_size, feature_lengths=dict(lengths),
+      batch_size=settings['train_dataset_cfg'].batch_size,
+      feature_lengths={k: n for k, (_, n) in _input_shapes(settings).items()},
       num_params=sum(x.size for x in jax.tree.leaves(
           trainer.abstract_state.params)),
       state_bytes=state_bytes,
       other_argument_output_bytes=arguments_outputs - state_bytes,
       temp_bytes=memory.temp_size_in_bytes, total_bytes=total,
       hbm_bytes=hbm_bytes, fits=total <= hbm_bytes, flops=flops,
+      flops_scaled_for_loops=loop_free_settings is not None,
       step_seconds_lower_bound=flops / (peak * 1e12) if peak else None,
       compile_seconds=compile_seconds)
 
@@ -373,11 +402,12 @@ def describe(settings: dict[str, Any]) -> str:
           f"{'packed' if dataset.pack else 'unpacked'}")
 
 
-def _load_run(gin_files: Sequence[str], args: argparse.Namespace
+def _load_run(gin_files: Sequence[str], args: argparse.Namespace,
+              extra_bindings: Sequence[str] = ()
               ) -> tuple[dict[str, Any], list[Topology]]:
   """Parses one run's gin files; its settings and topologies."""
   import gin  # pylint: disable=g-import-not-at-top
-  gin_utils.parse_gin(gin_files, args.gin_bindings,
+  gin_utils.parse_gin(gin_files, [*args.gin_bindings, *extra_bindings],
                       [p for p in args.gin_search_paths.split(',') if p])
   names = args.topology
   if not names:
@@ -390,6 +420,18 @@ def _load_run(gin_files: Sequence[str], args: argparse.Namespace
   topologies = [parse_topology(t) for t in names]
   prepare_environment(topologies)
   return _run_settings(), topologies
+
+
+def _loop_free_bindings(settings: dict[str, Any]) -> list[str]:
+  """Bindings that take the loops (microbatches, scanned layers) out of a
+  run's train step without changing its arithmetic; none if it has none."""
+  bindings = []
+  trainer_config = settings.get('trainer_config')
+  if trainer_config is not None and trainer_config.num_microbatches > 1:
+    bindings.append('trainer.TrainerConfig.num_microbatches = 1')
+  if getattr(settings['model'].module.config, 'scan_layers', False):
+    bindings.append('network.T5Config.scan_layers = False')
+  return bindings
 
 
 def main(argv: Sequence[str]) -> None:
@@ -417,6 +459,11 @@ def main(argv: Sequence[str]) -> None:
   plans, descriptions = [], {}
   for name, gin_files in zip(names, runs):
     settings, topologies = _load_run(gin_files, args)
+    loop_free = None
+    if _loop_free_bindings(settings):
+      loop_free, _ = _load_run(gin_files, args, _loop_free_bindings(settings))
+      # The run's own gin state again: the plan reads its axis rules.
+      settings, topologies = _load_run(gin_files, args)
     descriptions[name] = describe(settings)
     print(f'{name}: {descriptions[name]}', flush=True)
     if not plans:
@@ -424,7 +471,7 @@ def main(argv: Sequence[str]) -> None:
     for topology in topologies:
       plans.append(plan_topology(name, settings, topology,
                                  make_mesh(settings, topology, quiet),
-                                 args.hbm_gib, quiet))
+                                 args.hbm_gib, quiet, loop_free))
       print(format_table(plans, width).splitlines()[-1], flush=True)
   if len(plans) > 1:
     print(format_table(plans, width))

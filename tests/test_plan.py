@@ -41,9 +41,11 @@ def run_plan(tmp_path, *flags):
 
 def test_plan_for_eight_host_devices_in_json(tmp_path):
   # A memory budget far below the step's needs: the plan must say so.
+  # Microbatches loop: their FLOPs are scaled from a loop-free lowering.
   out, stdout = run_plan(tmp_path, '--topology=cpu:8',
                          '--gin.DATA_MESH_SIZE=4', '--gin.MODEL_MESH_SIZE=2',
                          '--gin.PARAMETER_PARTITIONING_DIMS=2',
+                         '--gin.trainer.TrainerConfig.num_microbatches=2',
                          '--hbm_gib=0.0001')
   [p] = out['plans']
   assert p['topology'] == 'cpu:8' and p['num_chips'] == 8
@@ -51,6 +53,7 @@ def test_plan_for_eight_host_devices_in_json(tmp_path):
   assert p['parameter_partitioning_dims'] == 2
   assert 0 < p['state_bytes'] < p['total_bytes']
   assert p['temp_bytes'] > 0 and p['flops'] > 0
+  assert p['flops_scaled_for_loops'] is True
   assert p['hbm_bytes'] == int(0.0001 * plan.GIB)
   assert p['fits'] is False
   assert p['step_seconds_lower_bound'] is None  # no peak rate for host CPUs
