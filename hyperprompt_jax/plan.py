@@ -285,6 +285,15 @@ def _lower_step(settings: dict[str, Any], topology: Topology, mesh,
 def _flops(stage) -> float:
   """XLA's FLOPs of a lowered (global) or compiled (per-chip) program."""
   cost = stage.cost_analysis()
+  if cost is None:
+    # JAX analyses lowered programs only for backends of its own (not TPU's
+    # compile-only client); the unoptimised program's FLOPs are the same on
+    # any backend, so the host's analyses it.
+    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+    from jax._src.lib import _jax  # pylint: disable=g-import-not-at-top
+    cost = _jax.hlo_module_cost_analysis(
+        xla_bridge.get_backend('cpu'),
+        stage.compiler_ir('hlo').as_hlo_module())
   if isinstance(cost, (list, tuple)):  # one entry per program on some versions
     cost = cost[0]
   return float(cost.get('flops', 0.0))
