@@ -37,6 +37,10 @@ class RoutedAdapters:
   multiplied group by group (`jax.lax.ragged_dot`), so each token meets only
   its own task's kernels and no per-token kernel is materialised.
 
+  A stack's kernels lead with `[layers, positions]`; `layer(i)` drops the
+  layers axis (as `nn.scan` slices it, see `scan_axes`), and `position(name)`
+  then the positions axis, leaving what `TaskAdapter` takes.
+
   Attributes:
     down: unpacked `[layers, positions, batch, embed, a]`; packed
       `[layers, positions, tasks, embed, a]`.
@@ -50,28 +54,36 @@ class RoutedAdapters:
   order: jnp.ndarray | None = None
   group_sizes: jnp.ndarray | None = None
 
-  def at(self, layer: int, position: str) -> 'RoutedAdapters':
-    """The kernels of one layer and position (leading axes dropped)."""
-    p = POSITIONS.index(position)
-    return self.replace(down=self.down[layer, p], up=self.up[layer, p])
+  def layer(self, index: int) -> 'RoutedAdapters':
+    """The kernels of one layer (leading layers axis dropped)."""
+    return self.replace(down=self.down[index], up=self.up[index])
+
+  def position(self, name: str) -> 'RoutedAdapters':
+    """One layer's kernels at one position (leading positions axis dropped)."""
+    p = POSITIONS.index(name)
+    return self.replace(down=self.down[p], up=self.up[p])
+
+  def scan_axes(self) -> 'RoutedAdapters':
+    """`nn.scan` in-axes: kernels scanned over layers, the routing shared."""
+    return RoutedAdapters(0, 0, nn.broadcast, nn.broadcast)
 
 
-def route_adapters(kernels: AdapterKernels, task_ids: jnp.ndarray,
-                   packed: bool) -> RoutedAdapters:
+def route_adapters(kernels: AdapterKernels,
+                   task_ids: jnp.ndarray) -> RoutedAdapters:
   """Chooses which kernels each token uses.
 
   Args:
     kernels: every task's kernels of one stack.
-    task_ids: `[batch, length]` task id of every token.
-    packed: whether rows may hold examples of several tasks.
+    task_ids: `[batch]` task of each row (unpacked rows), or `[batch, length]`
+      task of every token (packed rows, which may hold examples of several
+      tasks).
 
   Returns:
     `RoutedAdapters` for `TaskAdapter`.
   """
-  if not packed:
-    row_task = task_ids[:, 0]
-    return RoutedAdapters(kernels.down[:, :, row_task],
-                          kernels.up[:, :, row_task])
+  if task_ids.ndim == 1:
+    return RoutedAdapters(kernels.down[:, :, task_ids],
+                          kernels.up[:, :, task_ids])
   flat = task_ids.reshape(-1)
   num_tasks = kernels.down.shape[2]
   return RoutedAdapters(
@@ -91,7 +103,8 @@ class TaskAdapter(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, kernels: RoutedAdapters,
                deterministic: bool = True) -> jnp.ndarray:
-    """`[batch, length, embed]` -> same, with `kernels` from `.at(...)`."""
+    """`[batch, length, embed]` -> same, with `kernels` of one layer and
+    position (`.layer(i).position(name)`)."""
     dropout = nn.Dropout(self.dropout_rate)
     down = kernels.down.astype(x.dtype)
     up = kernels.up.astype(x.dtype)

@@ -21,6 +21,9 @@ class Prompts:
   They live in the projected key/value space, carry no position bias and are
   visible to every query of their task, whatever the token mask says.
 
+  The prompts of a whole stack lead with a `layers` axis; `layer(i)` (or
+  `nn.scan`, see `scan_axes`) gives one layer's.
+
   Attributes:
     key: `[batch, l, heads, head_dim]`, each row's own task's slots (rows of
       one task); or, with `query_tasks`, `[tasks, l, heads, head_dim]`, every
@@ -37,6 +40,15 @@ class Prompts:
     """`[batch, 1, q_len, tasks, 1]`: whether a task is the query's own."""
     tasks = jnp.arange(self.key.shape[0])
     return self.query_tasks[:, None, :, None, None] == tasks[:, None]
+
+  def layer(self, index: int) -> 'Prompts':
+    """One layer's prompts, out of a stack's."""
+    return self.replace(key=self.key[index], value=self.value[index])
+
+  def scan_axes(self) -> 'Prompts':
+    """`nn.scan` in-axes of a stack's prompts: slots scanned over layers,
+    the query tasks shared."""
+    return Prompts(0, 0, nn.broadcast)
 
 
 def _token_logits(query, key, mask, bias):

@@ -12,9 +12,19 @@ NEG_INF = np.array(-1.0e7, np.float32)
 
 
 def _map_cache(fn, cache):
-  """Applies `fn` to every cache array that has a batch axis."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, x: x if path[-1].key == 'cache_index' else fn(x), cache)
+  """Applies `fn` to every cache array that has a batch axis.
+
+  `fn` takes arrays `[batch, ...]`. Scanned layers (`T5Config.scan_layers`)
+  keep their cache under `layers`, `[layers, batch, ...]`: `fn` maps over
+  their leading axis.
+  """
+  def apply(path, x):
+    if path[-1].key == 'cache_index':
+      return x
+    if any(getattr(k, 'key', None) == 'layers' for k in path):
+      return jax.vmap(fn)(x)
+    return fn(x)
+  return jax.tree_util.tree_map_with_path(apply, cache)
 
 
 def temperature_sample(tokens_to_logits: TokensToLogits, cache, batch_size: int,

@@ -3,12 +3,16 @@
 With `HyperPromptConfig(variant='none')` the parameter tree and logical axes
 are those of t5x's minimal T5.1.1 network, so its checkpoints restore as-is;
 other variants add `hyperprompt`, `input_prompt` or `adapters` subtrees.
+With `T5Config.scan_layers` each stack's layers are one scanned subtree
+`layers` (see `scan_conversion`).
 """
 
 from typing import Any, Sequence
 
 from flax import linen as nn
 from flax import struct
+from flax.linen import partitioning as nn_partitioning
+import jax
 import jax.numpy as jnp
 
 from hyperprompt_jax import adapter
@@ -25,9 +29,32 @@ from hyperprompt_jax import prompt_generator
 from hyperprompt_jax import relative_position
 
 
+# Per-layer activation rematerialisation (`T5Config.remat_policy`): what each
+# layer keeps from its forward pass for the backward pass; the rest is
+# recomputed. 'minimal' keeps the matmul outputs without batch dimensions (the
+# projections and MLP), as flaxformer's 'minimal'.
+REMAT_POLICIES = {
+    'none': None,
+    'full': jax.checkpoint_policies.nothing_saveable,
+    'minimal': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
 @struct.dataclass
 class T5Config:
-  """Backbone hyperparameters, with the field names of t5x's T5Config."""
+  """Backbone hyperparameters, with the field names of t5x's T5Config.
+
+  Two fields trade compute or tracing for memory at scale, without changing
+  the outputs:
+    remat_policy: 'none' keeps every layer's activations for the backward
+      pass; 'full' recomputes each layer's forward pass in the backward pass
+      (keeps only the layer inputs); 'minimal' keeps the matmul outputs that
+      have no batch dimension and recomputes the rest.
+    scan_layers: runs each stack's layers as one `nn.scan`: parameters gain a
+      leading `layers` axis (`encoder/layers/...` instead of
+      `encoder/layers_0/...`; `scan_conversion` converts), and compile time no
+      longer grows with depth.
+  """
 
   vocab_size: int
   dtype: Any = jnp.float32
@@ -41,6 +68,13 @@ class T5Config:
   dropout_rate: float = 0.1
   logits_via_embedding: bool = False
   float32_attention_logits: bool = False
+  remat_policy: str = 'none'
+  scan_layers: bool = False
+
+  def __post_init__(self):
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f'Unknown remat_policy {self.remat_policy!r}; use one '
+                       f'of {", ".join(REMAT_POLICIES)}.')
 
 
 def _dropout(cfg: T5Config, x, deterministic: bool):
@@ -82,27 +116,65 @@ def _prompt_generator(cfg: T5Config, hp: hp_config.HyperPromptConfig,
       name='hyperprompt')
 
 
-def _layer_prompts(routed: prompt_generator.StackPrompts | None,
-                   layer: int) -> attention.Prompts | None:
-  return None if routed is None else routed.layer(layer)
-
-
 def _routed_adapters(cfg: T5Config, hp: hp_config.HyperPromptConfig,
-                     num_layers: int, task_ids, packed: bool):
+                     num_layers: int, task_ids):
   kernels = adapter_generator.AdapterGenerator(
       config=hp, num_layers=num_layers, emb_dim=cfg.emb_dim, dtype=cfg.dtype,
       name='adapters')()
-  return adapter.route_adapters(kernels, task_ids, packed)
+  return adapter.route_adapters(kernels, task_ids)
 
 
-def _adapted(hp: hp_config.HyperPromptConfig, routed, layer: int,
-             position: str, block, deterministic: bool):
-  """`block`, followed by its task adapter when the stack has adapters."""
-  if routed is None:
+def _adapted(hp: hp_config.HyperPromptConfig, adapters, position: str, block,
+             deterministic: bool):
+  """`block`, followed by its task adapter when the layer has adapters."""
+  if adapters is None:
     return block
   return lambda y: adapter.TaskAdapter(
       dropout_rate=hp.dropout_rate, name=f'{position}_adapter')(
-          block(y), routed.at(layer, position), deterministic)
+          block(y), adapters.position(position), deterministic)
+
+
+def _layer_scan_axes(per_layer):
+  """`nn.scan` in-axes of a per-layer argument (None: nothing to scan)."""
+  return nn.broadcast if per_layer is None else per_layer.scan_axes()
+
+
+def _run_layers(cfg: T5Config, layer_cls, num_layers: int, x, shared,
+                per_layer, remat: bool = True, **attributes):
+  """Applies a stack's `num_layers` layers to `x`.
+
+  Args:
+    cfg: the backbone hyperparameters (`remat_policy`, `scan_layers`).
+    layer_cls: `EncoderLayer` or `DecoderLayer`.
+    num_layers: layers of the stack.
+    x: the first layer's input `[batch, len, embed]`.
+    shared: arguments every layer takes as they are (masks, biases).
+    per_layer: arguments holding every layer's slice along a leading
+      `layers` axis (`attention.Prompts`, `adapter.RoutedAdapters`) or None;
+      layer `i` gets `.layer(i)`, or the scan slices them.
+    remat: whether `cfg.remat_policy` applies (not when decoding).
+    **attributes: the layer's attributes.
+
+  Returns:
+    The last layer's output.
+  """
+  if remat and cfg.remat_policy != 'none':
+    layer_cls = nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat_policy],
+                         prevent_cse=not cfg.scan_layers)
+  if cfg.scan_layers:
+    scanned = nn_partitioning.scan_with_axes(
+        layer_cls, variable_axes={'params': 0, 'cache': 0},
+        split_rngs={'params': True, 'dropout': True},
+        in_axes=(nn.broadcast,) * len(shared) + tuple(
+            _layer_scan_axes(a) for a in per_layer),
+        length=num_layers, axis_name='layers')
+    x, _ = scanned(**attributes, scanned=True, name='layers')(
+        x, *shared, *per_layer)
+    return x
+  for i in range(num_layers):
+    x = layer_cls(**attributes, name=f'layers_{i}')(
+        x, *shared, *(None if a is None else a.layer(i) for a in per_layer))
+  return x
 
 
 class EncoderLayer(nn.Module):
@@ -111,68 +183,112 @@ class EncoderLayer(nn.Module):
   Attributes:
     config: backbone hyperparameters.
     hyperprompt: task conditioning (read for its adapter dropout).
-    relative_embedding: the stack's relative position biases.
-    index: this layer's index in its stack (selects its adapters).
+    deterministic: disables dropout.
+    scanned: the layer is the body of an `nn.scan` (returns `(x, None)`).
   """
 
   config: T5Config
   hyperprompt: hp_config.HyperPromptConfig
-  relative_embedding: nn.Module
-  index: int
+  deterministic: bool = False
+  scanned: bool = False
 
   @nn.compact
-  def __call__(self, inputs, encoder_mask=None, prompts=None,
-               deterministic=False, adapters=None):
-    cfg = self.config
+  def __call__(self, inputs, encoder_mask=None, bias=None, prompts=None,
+               adapters=None):
+    """Encodes one layer.
+
+    Args:
+      inputs: `[batch, len, embed]`.
+      encoder_mask: `[batch, 1, len, len]` self-attention mask.
+      bias: `[1, heads, len, len]` relative position bias of the stack.
+      prompts: this layer's `attention.Prompts`, or None.
+      adapters: this layer's `adapter.RoutedAdapters`, or None.
+    """
+    cfg, deterministic = self.config, self.deterministic
     adapted = lambda position, block: _adapted(
-        self.hyperprompt, adapters, self.index, position, block, deterministic)
-    length = inputs.shape[-2]
-    bias = self.relative_embedding(length, length, True)
+        self.hyperprompt, adapters, position, block, deterministic)
     x = _residual(
         cfg, 'pre_attention_layer_norm',
         adapted('attention', lambda y: _attention(cfg, 'attention')(
             y, y, encoder_mask, bias, prompts, deterministic=deterministic)),
         inputs, deterministic)
-    return _residual(cfg, 'pre_mlp_layer_norm',
-                     adapted('mlp', lambda y: _mlp_block(cfg, y, deterministic)),
-                     x, deterministic)
+    x = _residual(cfg, 'pre_mlp_layer_norm',
+                  adapted('mlp', lambda y: _mlp_block(cfg, y, deterministic)),
+                  x, deterministic)
+    return (x, None) if self.scanned else x
 
 
 class DecoderLayer(nn.Module):
   """Causal self-attention (with prompts), cross-attention and MLP blocks.
 
-  Attributes: as `EncoderLayer`'s. Cross-attention gets no adapter.
+  Attributes: as `EncoderLayer`'s, and `decode` (cached autoregressive
+  decoding). Cross-attention gets no adapter.
   """
 
   config: T5Config
   hyperprompt: hp_config.HyperPromptConfig
-  relative_embedding: nn.Module
-  index: int
+  deterministic: bool = False
+  decode: bool = False
+  scanned: bool = False
 
   @nn.compact
   def __call__(self, inputs, encoded, decoder_mask=None,
-               encoder_decoder_mask=None, prompts=None, deterministic=False,
-               decode=False, max_decode_length=None, adapters=None):
-    cfg = self.config
+               encoder_decoder_mask=None, bias=None, prompts=None,
+               adapters=None):
+    """Decodes one layer.
+
+    Args:
+      inputs: `[batch, len, embed]` (len 1 per cached decoding step).
+      encoded: `[batch, enc_len, embed]` encoder output.
+      decoder_mask: `[batch, 1, len, len]` or None when decoding.
+      encoder_decoder_mask: `[batch, 1, len, enc_len]`.
+      bias: `[1, heads, len, len]` relative position bias of the stack (the
+        cache length when decoding).
+      prompts: this layer's `attention.Prompts`; None on cached decoding
+        steps, which read the ones the cache-initialising call stored.
+      adapters: this layer's `adapter.RoutedAdapters`, or None.
+    """
+    cfg, deterministic = self.config, self.deterministic
     adapted = lambda position, block: _adapted(
-        self.hyperprompt, adapters, self.index, position, block, deterministic)
-    length = max_decode_length if decode and max_decode_length else (
-        inputs.shape[-2])
-    bias = self.relative_embedding(length, length, False)
+        self.hyperprompt, adapters, position, block, deterministic)
+    if self.decode and self.hyperprompt.conditions_decoder:
+      prompts = self._decoding_prompts(prompts)
     x = _residual(
         cfg, 'pre_self_attention_layer_norm',
         adapted('attention', lambda y: _attention(cfg, 'self_attention')(
             y, y, decoder_mask, bias, prompts, deterministic=deterministic,
-            decode=decode)),
+            decode=self.decode)),
         inputs, deterministic)
     x = _residual(
         cfg, 'pre_cross_attention_layer_norm',
         lambda y: _attention(cfg, 'encoder_decoder_attention')(
             y, encoded, encoder_decoder_mask, deterministic=deterministic),
         x, deterministic)
-    return _residual(cfg, 'pre_mlp_layer_norm',
-                     adapted('mlp', lambda y: _mlp_block(cfg, y, deterministic)),
-                     x, deterministic)
+    x = _residual(cfg, 'pre_mlp_layer_norm',
+                  adapted('mlp', lambda y: _mlp_block(cfg, y, deterministic)),
+                  x, deterministic)
+    return (x, None) if self.scanned else x
+
+  def _decoding_prompts(self, prompts):
+    """This layer's prompts, cached per row for the whole decoded sequence.
+
+    The cache-initialising call stores each row's own task's slots,
+    `[batch, l, heads, head_dim]` (batch first, as every cache array, so
+    beam search tiles and reorders them); cached steps read them back.
+    """
+    if self.has_variable('cache', 'prompt_key'):
+      return attention.Prompts(self.get_variable('cache', 'prompt_key'),
+                               self.get_variable('cache', 'prompt_value'))
+    self.put_variable('cache', 'prompt_key', prompts.key)
+    self.put_variable('cache', 'prompt_value', prompts.value)
+    return prompts
+
+
+def _routing_task_ids(task_ids, name: str, packed: bool):
+  """`[batch]` row task ids of unpacked rows, `[batch, len]` token task ids of
+  packed ones (the form `route_prompts` and `route_adapters` take)."""
+  task_ids = prompt_generator.check_task_ids(task_ids, name)
+  return task_ids if packed else task_ids[:, 0]
 
 
 class Encoder(nn.Module):
@@ -199,36 +315,33 @@ class Encoder(nn.Module):
       `[batch, len', embed]`.
     """
     cfg, hp = self.config, self.hyperprompt
+    tasks = None
+    if hp.prompts_encoder_input or hp.conditions_encoder or hp.adapts_encoder:
+      tasks = _routing_task_ids(encoder_task_ids, 'encoder_task_ids', packed)
     rel_emb = _relative_biases(cfg)
     x = self.shared_embedding(encoder_input_tokens.astype(jnp.int32))
     if hp.prompts_encoder_input:
-      task_ids = prompt_generator.check_task_ids(encoder_task_ids,
-                                                 'encoder_task_ids')
+      # Prompt tuning takes unpacked rows only (Transformer.encode checks).
       x = input_prompt.InputPrompt(
           num_tasks=hp.num_tasks, prompt_length=hp.prompt_length,
           prompt_init=hp.prompt_init, dtype=cfg.dtype,
-          name='input_prompt')(x, task_ids[:, 0])
+          name='input_prompt')(x, tasks)
     x = _dropout(cfg, x, deterministic).astype(cfg.dtype)
 
-    routed = None
+    prompts = None
     if hp.conditions_encoder:
-      task_ids = prompt_generator.check_task_ids(encoder_task_ids,
-                                                 'encoder_task_ids')
       keys, values = _prompt_generator(cfg, hp, cfg.num_encoder_layers)(
           deterministic)
-      routed = prompt_generator.route_prompts(keys, values, task_ids, packed)
+      prompts = prompt_generator.route_prompts(keys, values, tasks)
     adapters = None
     if hp.adapts_encoder:
-      task_ids = prompt_generator.check_task_ids(encoder_task_ids,
-                                                 'encoder_task_ids')
-      adapters = _routed_adapters(cfg, hp, cfg.num_encoder_layers, task_ids,
-                                  packed)
+      adapters = _routed_adapters(cfg, hp, cfg.num_encoder_layers, tasks)
 
-    for i in range(cfg.num_encoder_layers):
-      x = EncoderLayer(config=cfg, hyperprompt=hp, relative_embedding=rel_emb,
-                       index=i, name=f'layers_{i}')(
-                           x, encoder_mask, _layer_prompts(routed, i),
-                           deterministic, adapters=adapters)
+    length = x.shape[-2]
+    bias = rel_emb(length, length, True)
+    x = _run_layers(cfg, EncoderLayer, cfg.num_encoder_layers, x,
+                    (encoder_mask, bias), (prompts, adapters), config=cfg,
+                    hyperprompt=hp, deterministic=deterministic)
     x = normalization.LayerNorm(dtype=cfg.dtype, name='encoder_norm')(x)
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
@@ -262,22 +375,25 @@ class Decoder(nn.Module):
       float32 logits `[batch, len, vocab]`.
     """
     cfg = self.config
+    # Cached steps find the cache that the cache-initialising call filled.
+    cached_step = decode and bool(self.variables.get('cache'))
     rel_emb = _relative_biases(cfg)
     y = self.shared_embedding(decoder_input_tokens.astype(jnp.int32))
     y = _dropout(cfg, y, deterministic).astype(cfg.dtype)
 
-    routed = self._prompts(decoder_task_ids, packed, deterministic, decode)
+    prompts = None
+    if self.hyperprompt.conditions_decoder and not cached_step:
+      prompts = self._prompts(decoder_task_ids, packed and not decode,
+                              deterministic)
     adapters = self._adapters(decoder_task_ids, packed, decode)
-    for i in range(cfg.num_decoder_layers):
-      y = DecoderLayer(config=cfg, hyperprompt=self.hyperprompt,
-                       relative_embedding=rel_emb, index=i,
-                       name=f'layers_{i}')(
-                           y, encoded, decoder_mask=decoder_mask,
-                           encoder_decoder_mask=encoder_decoder_mask,
-                           prompts=_layer_prompts(routed, i),
-                           deterministic=deterministic, decode=decode,
-                           max_decode_length=max_decode_length,
-                           adapters=adapters)
+    length = max_decode_length if decode and max_decode_length else (
+        y.shape[-2])
+    bias = rel_emb(length, length, False)
+    y = _run_layers(cfg, DecoderLayer, cfg.num_decoder_layers, y,
+                    (encoded, decoder_mask, encoder_decoder_mask, bias),
+                    (prompts, adapters), remat=not decode, config=cfg,
+                    hyperprompt=self.hyperprompt, deterministic=deterministic,
+                    decode=decode)
     y = normalization.LayerNorm(dtype=cfg.dtype, name='decoder_norm')(y)
     y = _dropout(cfg, y, deterministic)
     if cfg.logits_via_embedding:
@@ -288,27 +404,14 @@ class Decoder(nn.Module):
                                   name='logits_dense')(y)
     return logits
 
-  def _prompts(self, decoder_task_ids, packed, deterministic, decode):
-    """Routed decoder prompts, cached per row across decoding steps."""
+  def _prompts(self, decoder_task_ids, packed, deterministic):
+    """Every layer's routed prompts (decoded rows are unpacked: each row gets
+    its own task's slots, which the layers cache)."""
     cfg, hp = self.config, self.hyperprompt
-    if not hp.conditions_decoder:
-      return None
-    if decode and self.has_variable('cache', 'prompt_keys'):
-      # A cached step: the prompts were computed once, for the whole sequence.
-      return prompt_generator.StackPrompts(
-          self.get_variable('cache', 'prompt_keys'),
-          self.get_variable('cache', 'prompt_values'))
-    task_ids = prompt_generator.check_task_ids(decoder_task_ids,
-                                               'decoder_task_ids')
+    tasks = _routing_task_ids(decoder_task_ids, 'decoder_task_ids', packed)
     keys, values = _prompt_generator(cfg, hp, cfg.num_decoder_layers)(
         deterministic)
-    # Decoded rows are unpacked: the cache holds each row's own task's slots.
-    routed = prompt_generator.route_prompts(keys, values, task_ids,
-                                            packed and not decode)
-    if decode:
-      self.put_variable('cache', 'prompt_keys', routed.keys)
-      self.put_variable('cache', 'prompt_values', routed.values)
-    return routed
+    return prompt_generator.route_prompts(keys, values, tasks)
 
   def _adapters(self, decoder_task_ids, packed, decode):
     """Routed decoder adapters; cached steps read each row's task id."""
@@ -317,13 +420,13 @@ class Decoder(nn.Module):
       return None
     if decode and self.has_variable('cache', 'adapter_task_ids'):
       # A cached step: one token per row, of the row's task.
-      task_ids = self.get_variable('cache', 'adapter_task_ids')[:, None]
+      tasks = self.get_variable('cache', 'adapter_task_ids')
     else:
-      task_ids = prompt_generator.check_task_ids(decoder_task_ids,
-                                                 'decoder_task_ids')
+      tasks = _routing_task_ids(decoder_task_ids, 'decoder_task_ids',
+                                packed and not decode)
       if decode:
-        self.put_variable('cache', 'adapter_task_ids', task_ids[:, 0])
-    return _routed_adapters(cfg, hp, cfg.num_decoder_layers, task_ids, packed)
+        self.put_variable('cache', 'adapter_task_ids', tasks)
+    return _routed_adapters(cfg, hp, cfg.num_decoder_layers, tasks)
 
 
 class Transformer(nn.Module):

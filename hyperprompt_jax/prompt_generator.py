@@ -1,6 +1,5 @@
 """Hyper-prompt generators: every layer's key/value prompts for every task."""
 
-import flax
 from flax import linen as nn
 import jax.numpy as jnp
 
@@ -140,48 +139,28 @@ class HyperPromptGenerator(nn.Module):
         cfg.kernel_init, self.dtype)
 
 
-@flax.struct.dataclass
-class StackPrompts:
-  """Every layer's hyper-prompts of one stack, routed to a batch.
-
-  Attributes:
-    keys: `[batch, layers, l, heads, head_dim]`, each row's own task's slots
-      (unpacked rows and the decoding cache, whose batch axis comes first so
-      that beam search can tile it); or, with `query_tasks`, `[tasks, layers,
-      l, heads, head_dim]`, every task's slots (packed rows).
-    values: same shape as `keys`.
-    query_tasks: packed rows only: `[batch, length]` task id of every token.
-  """
-  keys: jnp.ndarray
-  values: jnp.ndarray
-  query_tasks: jnp.ndarray | None = None
-
-  def layer(self, index: int) -> attention.Prompts:
-    """The prompts of one layer."""
-    return attention.Prompts(self.keys[:, index], self.values[:, index],
-                             self.query_tasks)
-
-
 def route_prompts(keys: jnp.ndarray, values: jnp.ndarray,
-                  task_ids: jnp.ndarray, packed: bool) -> StackPrompts:
-  """Chooses which prompt slots each query token sees.
+                  task_ids: jnp.ndarray) -> attention.Prompts:
+  """Chooses which prompt slots each query token sees, in every layer.
 
-  An unpacked row holds one task, so it gets that task's `l` slots per layer
-  (its first token names the task). Packed rows may hold several tasks: they
-  keep every task's slots, and attention pairs each token with its own task's.
+  An unpacked row holds one task, so it gets that task's `l` slots per layer.
+  Packed rows may hold several tasks: they keep every task's slots, and
+  attention pairs each token with its own task's.
 
   Args:
     keys: `[layers, tasks, l, heads, head_dim]` from the generator.
     values: same shape.
-    task_ids: `[batch, length]` task id of every token.
-    packed: whether rows may hold several examples (segments) of different
-      tasks.
+    task_ids: `[batch]` task of each row (unpacked rows), or `[batch, length]`
+      task of every token (packed rows).
+
+  Returns:
+    The stack's `attention.Prompts`: `[layers, batch, l, heads, head_dim]`
+    slots (unpacked), or `[layers, tasks, ...]` slots and the token tasks
+    (packed).
   """
-  keys, values = jnp.swapaxes(keys, 0, 1), jnp.swapaxes(values, 0, 1)
-  if packed:
-    return StackPrompts(keys, values, task_ids)
-  row_task = task_ids[:, 0]
-  return StackPrompts(keys[row_task], values[row_task])
+  if task_ids.ndim == 2:
+    return attention.Prompts(keys, values, task_ids)
+  return attention.Prompts(keys[:, task_ids], values[:, task_ids])
 
 
 def check_task_ids(task_ids: jnp.ndarray | None, name: str) -> jnp.ndarray:

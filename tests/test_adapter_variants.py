@@ -32,7 +32,7 @@ def test_packed_routing_applies_each_tokens_own_task_kernels():
   task_ids = np.array([[3, 3, 0, 0, 2], [1, 1, 1, 3, 3]], np.int32)
   layer = adapter.TaskAdapter()
   packed = layer.apply({}, x, adapter.route_adapters(
-      kernels, jnp.asarray(task_ids), True).at(0, 'mlp'))
+      kernels, jnp.asarray(task_ids)).layer(0).position('mlp'))
   down, up = np.asarray(kernels.down[0, 1]), np.asarray(kernels.up[0, 1])
   expected = np.stack([np.stack([
       x[b, i] + np.maximum(x[b, i] @ down[t], 0) @ up[t]
@@ -41,8 +41,8 @@ def test_packed_routing_applies_each_tokens_own_task_kernels():
   # Rows of one task each: row gathering gives the same as packed routing.
   one_task = np.array([[2] * length, [0] * length], np.int32)
   outputs = [layer.apply({}, x, adapter.route_adapters(
-      kernels, jnp.asarray(one_task), packed).at(0, 'attention'))
-             for packed in (False, True)]
+      kernels, jnp.asarray(ids)).layer(0).position('attention'))
+             for ids in (one_task[:, 0], one_task)]
   np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
 
 

@@ -116,8 +116,8 @@ def test_decoder_prompts_are_computed_once_per_sequence():
   params = tm.init_params(model.module, batch)
   encoded, cache = jax.jit(functools.partial(
       model._init_decoding, max_decode_length=MAX_LEN))(params, batch)  # pylint: disable=protected-access
-  prompt_keys = cache['decoder']['prompt_keys']
-  assert prompt_keys.shape == (2, 2, 3, 2, 8)  # [batch, layers, l, heads, hd]
+  for layer in ('layers_0', 'layers_1'):  # [batch, l, heads, head_dim]
+    assert cache['decoder'][layer]['prompt_key'].shape == (2, 3, 2, 8)
   ids = jnp.zeros((2, 1), jnp.int32)
   step = jax.jit(lambda p: model._tokens_to_logits(  # pylint: disable=protected-access
       p, encoded, batch['encoder_input_tokens'], MAX_LEN, ids, cache)[0])
