@@ -15,7 +15,9 @@ then reads, on each host, only the slices its devices hold in the model's
 sharding, each converted to the model's dtype on its own, so no host ever
 holds a float32 copy of the whole checkpoint. Every backbone parameter comes
 from the checkpoint; the task-conditioning parameters keep their fresh
-initial values.
+initial values. Checkpoints with unscanned layers (`layers_i`, the public
+ones) restore into models with scanned layers (`T5Config.scan_layers`) and
+the other way round: a scanned leaf reads the layers its slice covers.
 """
 
 import collections
@@ -23,7 +25,7 @@ import copy
 import dataclasses
 import os
 import re
-from typing import Any, Callable, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 
 from etils import epath
 from flax import serialization
@@ -35,6 +37,7 @@ import safetensors
 import tensorstore as ts
 
 from hyperprompt_jax import partitioning
+from hyperprompt_jax import scan_conversion
 
 Params = Mapping[str, Any]
 Index = Tuple[slice, ...]  # A device's shard of an array, as JAX gives it.
@@ -64,6 +67,21 @@ class LazyArray:
   def numpy(self, dtype=np.float32) -> np.ndarray:
     """The whole array in `dtype`."""
     return np.asarray(self.read(whole(self.shape)), dtype)
+
+  @classmethod
+  def stacked(cls, layers: Sequence['LazyArray']) -> 'LazyArray':
+    """Equal-shaped arrays stacked on a new leading axis (scanned layers);
+    a slice reads only the layers it covers."""
+    layers = [x if isinstance(x, LazyArray) else cls.of(x) for x in layers]
+    def read(index):
+      return np.stack([layers[i].read(index[1:])
+                       for i in range(len(layers))[index[0]]])
+    return cls((len(layers), *layers[0].shape), read)
+
+  def layer(self, i: int) -> 'LazyArray':
+    """Entry `i` of the leading (scanned layers) axis."""
+    return LazyArray(self.shape[1:],
+                     lambda index: self.read((slice(i, i + 1), *index))[0])
 
 
 def whole(shape: Tuple[int, ...]) -> Index:
@@ -348,7 +366,8 @@ def merge_pretrained(initial: Params, pretrained: Params) -> Params:
       numpy or (sharded) `jax.Array`s.
     pretrained: params of a T5.1.1 checkpoint of the same size, `LazyArray`s
       (from `open_pretrained`) or arrays (a HyperPrompt checkpoint also
-      works: its conditioning parameters are kept).
+      works: its conditioning parameters are kept). Its layers are scanned
+      or unscanned as `initial`'s (`scan_conversion`), without reading them.
 
   Returns:
     A params tree with the structure, shapes, dtypes and shardings of
@@ -358,6 +377,10 @@ def merge_pretrained(initial: Params, pretrained: Params) -> Params:
     ValueError: a backbone parameter is missing from `pretrained`, a shape
       differs, or `pretrained` holds parameters the model does not have.
   """
+  pretrained = scan_conversion.convert_like(
+      pretrained, initial, stack_fn=LazyArray.stacked,
+      unstack_fn=lambda x, i: (x if isinstance(x, LazyArray)
+                               else LazyArray.of(x)).layer(i))
   init_flat = traverse_util.flatten_dict(initial)
   ckpt_flat = traverse_util.flatten_dict(pretrained)
   unexpected = sorted('/'.join(k) for k in ckpt_flat.keys() - init_flat.keys())

@@ -36,6 +36,7 @@ from hyperprompt_jax import gin_utils
 from hyperprompt_jax import infer
 from hyperprompt_jax import network
 from hyperprompt_jax import partitioning
+from hyperprompt_jax import scan_conversion
 from hyperprompt_jax import train_loop
 
 BACKBONE_FILE = 'model.safetensors'
@@ -98,11 +99,15 @@ def split_params(params: Params) -> tuple[dict[str, np.ndarray],
                                           dict[str, np.ndarray]]:
   """Numpy params as (HF backbone tensors, conditioning tensors).
 
+  Scanned layers (`T5Config.scan_layers`) are exported unscanned, as HF's
+  blocks.
+
   Returns:
     HF key -> array in HF's layout (torch `[out, in]` kernels), and
     '/'-joined param path -> array for the task-conditioning parameters.
   """
   backbone, conditioning = {}, {}
+  params = scan_conversion.unscan_params(params)
   for path, value in traverse_util.flatten_dict(params).items():
     if partitioning.is_conditioning_param(path):
       conditioning['/'.join(path)] = value

@@ -52,6 +52,13 @@ def check_backbone_restored(ckpt_state, state, *, is_resuming: bool = False):
              if k.startswith('target/') and k not in in_ckpt and
              not partitioning.is_conditioning_param(tuple(k.split('/')))]
   if missing:
+    scanned = [k for k in missing if '/layers/' in f'{k}/']
+    if scanned and any('/layers_0/' in k for k in in_ckpt):
+      raise ValueError(
+          f'The model has scanned layers ({scanned[0]}) but the checkpoint '
+          'unscanned ones (layers_0, ...); t5x cannot restore one into the '
+          'other: train with network.T5Config.scan_layers = False, or convert '
+          'the checkpoint (hyperprompt_jax.scan_conversion).')
     raise ValueError(
         f'The checkpoint lacks backbone parameter {missing[0]} ({len(missing)} '
         'missing); is it a T5.1.1 checkpoint of the model size?')

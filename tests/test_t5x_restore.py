@@ -51,3 +51,11 @@ def test_conditioning_path_filter_of_t5x_multi_optimizer():
   assert partitioning.is_conditioning_path('/decoder/adapters/down', None)
   assert not partitioning.is_conditioning_path(
       '/encoder/layers_0/mlp/wi_0/kernel')
+
+
+def test_unscanned_checkpoint_for_a_scanned_model_says_so():
+  layer = {'mlp': {'wo': {'kernel': 1}}}
+  state = {'target': {'encoder': {'layers': layer}}, 'state': {'step': 0}}
+  ckpt = {'target': {'encoder': {'layers_0': layer}}, 'state': {'step': 0}}
+  with pytest.raises(ValueError, match='scanned layers .*scan_layers'):
+    t5x_restore.check_backbone_restored(ckpt, state)
