@@ -26,7 +26,8 @@ class AdapterGenerator(nn.Module):
   """Makes the adapter kernels of every layer, position and task of a stack.
 
   Parameters by variant (M layers, P = 2 positions, T tasks, d emb_dim,
-  a adapter_dim, t task_embed_dim, h task_mlp_dim), with logical axes:
+  a adapter_dim, t task_embed_dim, h task_mlp_dim; the einsums use the same
+  letters), with logical axes:
     adapter:     down [M, P, T, d, a]
                  (layers, adapter_position, tasks, embed, adapter_bottleneck);
                  up [M, P, T, a, d]
@@ -84,8 +85,8 @@ class AdapterGenerator(nn.Module):
                      (cfg.task_embed_dim, a, d),
                      ('task_embed', 'adapter_bottleneck', 'embed'))
     return adapter.AdapterKernels(
-        jnp.einsum('tmpe,eda->mptda', projection, down),
-        jnp.einsum('tmpe,ead->mptad', projection, up))
+        jnp.einsum('TMPt,tda->MPTda', projection, down),
+        jnp.einsum('TMPt,tad->MPTad', projection, up))
 
   def _task_projection(self):
     """`I[tau, m, p] = MLP([k_tau; z_m; p_p])`, shape `[T, M, P, t]`."""

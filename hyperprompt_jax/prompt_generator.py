@@ -15,8 +15,8 @@ class HyperPromptGenerator(nn.Module):
   pass (or a decoded sequence) computes them once.
 
   Parameters by variant (M layers, T tasks, l prompt length, d emb_dim,
-  b bottleneck, t task_embed_dim, h task_mlp_dim, n heads * head_dim), with
-  their logical axes:
+  b bottleneck, t task_embed_dim, h task_mlp_dim, n heads * head_dim; the
+  einsums below use the same letters), with their logical axes:
     share:  global_prompts [T, l, d] (tasks, prompt_length, embed);
             {key,value}_down [M, d, b] (layers, embed, prompt_bottleneck);
             {key,value}_up [M, b, n] (layers, prompt_bottleneck, joined_kv).
@@ -81,7 +81,8 @@ class HyperPromptGenerator(nn.Module):
 
     Args:
       prompts: global prompts `[T, l, d]`.
-      down: `(equation, operands...)` giving the bottleneck `[M, T, l, b]`.
+      down: `(equation, operands...)` giving the bottleneck `[M, T, l, b]`
+        from the prompts.
       up: `(equation, operands...)` taking the bottleneck to `[M, T, l, n]`.
       deterministic: disables dropout.
 
@@ -108,14 +109,14 @@ class HyperPromptGenerator(nn.Module):
   def _shared_hypernet(self):
     def make(kind):
       down, up = self._kernels(kind, (self.num_layers,), ('layers',))
-      return ('tld,mdb->mtlb', down), ('mtlb,mbn->mtln', up)
+      return ('Tld,Mdb->MTlb', down), ('MTlb,Mbn->MTln', up)
     return make
 
   def _separate_hypernet(self):
     def make(kind):
       down, up = self._kernels(kind, (self.num_layers, self.config.num_tasks),
                                ('layers', 'tasks'))
-      return ('tld,mtdb->mtlb', down), ('mtlb,mtbn->mtln', up)
+      return ('Tld,MTdb->MTlb', down), ('MTlb,MTbn->MTln', up)
     return make
 
   def _global_hypernet(self):
@@ -125,8 +126,8 @@ class HyperPromptGenerator(nn.Module):
                                ('task_embed',), name_suffix='_generator')
       # D and U of every (task, layer) are contracted on the fly rather than
       # materialised: einsum picks the cheapest order.
-      return (('tld,tme,edb->mtlb', embeddings, down),
-              ('mtlb,tme,ebn->mtln', embeddings, up))
+      return (('Tld,TMt,tdb->MTlb', embeddings, down),
+              ('MTlb,TMt,tbn->MTln', embeddings, up))
     return make
 
   def _layer_aware_task_embeddings(self):
