@@ -29,6 +29,20 @@ from hyperprompt_jax import prompt_generator
 from hyperprompt_jax import relative_position
 
 
+def _dots_with_no_batch_dims_saveable(prim, *avals, **params) -> bool:
+  """`jax.checkpoint_policies.dots_with_no_batch_dims_saveable`, also for
+  the custom-VJP matmul of `dense.DenseGeneral`, which the policy would
+  otherwise see as an opaque call (and save nothing of)."""
+  policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+  if prim.name == 'custom_vjp_call':
+    jaxpr = params['call_jaxpr']
+    eqns = getattr(jaxpr, 'jaxpr', jaxpr).eqns
+    return len(eqns) == 1 and bool(policy(
+        eqns[0].primitive, *(v.aval for v in eqns[0].invars),
+        **eqns[0].params))
+  return policy(prim, *avals, **params)
+
+
 # Per-layer activation rematerialisation (`T5Config.remat_policy`): what each
 # layer keeps from its forward pass for the backward pass; the rest is
 # recomputed. 'minimal' keeps the matmul outputs without batch dimensions (the
@@ -36,7 +50,7 @@ from hyperprompt_jax import relative_position
 REMAT_POLICIES = {
     'none': None,
     'full': jax.checkpoint_policies.nothing_saveable,
-    'minimal': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    'minimal': _dots_with_no_batch_dims_saveable,
 }
 
 

@@ -4,12 +4,14 @@ import functools
 
 from flax import traverse_util
 import jax
+from jax import ad_checkpoint
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import seqio
 
 from hyperprompt_jax import checkpoint_import
+from hyperprompt_jax import dense
 from hyperprompt_jax import export_hf
 from hyperprompt_jax import model as model_lib
 from hyperprompt_jax import network
@@ -132,6 +134,17 @@ def test_conversion_round_trips_exactly():
   assert scan_conversion.unscan_params(
       shapes['params_axes'], num_layers={'encoder': 2, 'decoder': 2}) == (
           plain_axes)
+
+
+@pytest.mark.parametrize('policy, saved', [('full', 0), ('minimal', 2)])
+def test_minimal_remat_keeps_the_projections_outputs(capsys, policy, saved):
+  """'minimal' saves the outputs of DenseGeneral's (custom-VJP) matmuls."""
+  x, w = jnp.ones((2, 4, 8)), jnp.ones((8, 8))
+  layer = lambda x, w: jnp.tanh(dense.matmul(jnp.tanh(dense.matmul(x, w)),
+                                             w)).sum()
+  ad_checkpoint.print_saved_residuals(
+      jax.checkpoint(layer, policy=network.REMAT_POLICIES[policy]), x, w)
+  assert capsys.readouterr().out.count('output of custom_vjp_call') == saved
 
 
 def test_unknown_remat_policy_names_the_allowed_ones():
