@@ -93,7 +93,7 @@ def _check_like_plain(variant, batch, settings):
                                  err_msg=f'{setting} {path}')
 
 
-@pytest.mark.parametrize('index, variant', enumerate(tm.VARIANTS))
+@pytest.mark.parametrize('index, variant', list(enumerate(tm.VARIANTS)))
 def test_scanned_remat_layers_give_the_plain_loss_and_gradients(index,
                                                                  variant):
   """Packed rows (prompt tuning cannot pack): the scanned layers take the
