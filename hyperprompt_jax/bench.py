@@ -2,19 +2,22 @@ r"""Compiled train-step speed, FLOPs and MFU of every task-conditioning variant.
 
   python -m hyperprompt_jax.bench [--size=tiny|d256|small]
     [--variants=none,global,...] [--rows=packed,unpacked] [--steps=10]
-    [--batch_size=N] [--lengths=INPUTS,TARGETS] [--vocab_size=V]
+    [--rounds=3] [--batch_size=N] [--lengths=INPUTS,TARGETS] [--vocab_size=V]
     [--dtype=float32|bfloat16] [--output=FILE]
 
 For each variant and row layout: the network of gin/models/t5_1_1_<size>.gin
 and gin/variants/<variant>.gin, trained by the standalone `Trainer`
 (Adafactor, data-parallel over all devices) on full random rows, packed as
 training packs them (several examples of random tasks per row) or unpacked
-(one example per row). Only the compiled step is timed, blocking on its
-results; the median over `--steps` steps is reported beside the FLOPs of one
-step (XLA's cost analysis, all devices), the achieved FLOP/s and the MFU:
-achieved FLOP/s over a peak measured on the same devices just before (a
-large matmul in the run's dtype, median of 10), or the chip's bf16 peak for
-known GPUs.
+(one example per row). Every row is compiled first; then `--rounds` rounds
+each time every row in turn, so that load on a shared machine falls on all
+rows alike. Only the compiled step is timed, blocking on its results: a row's
+step time is the median over rounds of each round's median of `--steps`
+steps, reported beside the FLOPs of one step (XLA's cost analysis, all
+devices), the achieved FLOP/s and the MFU: achieved FLOP/s over a peak
+measured on the same devices just before each round of the row (a large
+matmul in the run's dtype, median of 10), or the chip's bf16 peak for known
+GPUs.
 """
 
 import argparse
@@ -82,6 +85,7 @@ class BenchResult:
   flops_per_step: float
   flops_per_second: float
   mfu: float
+  peak_flops_per_second: float
   peak_memory_bytes: Optional[int]
 
 
@@ -215,31 +219,58 @@ def build_trainer(model: model_lib.EncoderDecoderModel,
       {k: v.shape for k, v in batch.items()})
 
 
-def bench_variant(size: str, variant: str, rows: str, shape: Shape,
-                  dtype: Optional[str], steps: int,
-                  peak_flops: float) -> BenchResult:
-  """Compiles and times the train step of one variant on one row layout."""
+@dataclasses.dataclass
+class _Row:
+  """One variant on one row layout, compiled and ready to time."""
+  variant: str
+  rows: str
+  trainer: trainer_lib.Trainer
+  compiled: Any
+  state: Any
+  batch: Any
+  compile_seconds: float
+  step_seconds: list[float] = dataclasses.field(default_factory=list)
+  peaks: list[float] = dataclasses.field(default_factory=list)
+
+
+def _compile_row(size: str, variant: str, rows: str, shape: Shape,
+                 dtype: Optional[str]) -> _Row:
+  """Builds and compiles the train step of one variant on one row layout."""
   model = build_model(size, variant, shape.vocab_size, dtype)
-  vocab_size = model.module.config.vocab_size
-  host_batch = random_batch(shape, vocab_size, rows == 'packed')
+  host_batch = random_batch(shape, model.module.config.vocab_size,
+                            rows == 'packed')
   trainer = build_trainer(model, host_batch)
   state = trainer.init_state()
   batch = data.to_global(host_batch, trainer.batch_sharding)
-  num_params = sum(x.size for x in jax.tree.leaves(state.params))
-
   start = time.perf_counter()
   compiled = trainer.compile_train_step(state, batch)
-  compile_seconds = time.perf_counter() - start
-  flops = step_flops(compiled)
-  with trainer.activate():
-    _, step_seconds = median_step_seconds(compiled, state, batch, steps)
+  return _Row(variant, rows, trainer, compiled, state, batch,
+              time.perf_counter() - start)
+
+
+def _time_row(row: _Row, dtype: str, steps: int) -> None:
+  """One round of `row`: the peak, then the median of `steps` steps."""
+  row.peaks.append(peak_flops_per_second(dtype)[0])
+  with row.trainer.activate():
+    row.state, seconds = median_step_seconds(row.compiled, row.state,
+                                             row.batch, steps)
+  row.step_seconds.append(seconds)
+
+
+def _result(row: _Row, shape: Shape) -> BenchResult:
+  """A row's result: medians over its rounds."""
+  step_seconds = statistics.median(row.step_seconds)
+  peak = statistics.median(row.peaks)
+  flops = step_flops(row.compiled)
   tokens = shape.batch_size * (shape.input_length + shape.target_length)
   return BenchResult(
-      variant=variant, rows=rows, vocab_size=vocab_size,
-      num_params=int(num_params), compile_seconds=compile_seconds,
-      step_seconds=step_seconds, tokens_per_second=tokens / step_seconds,
-      flops_per_step=flops, flops_per_second=flops / step_seconds,
-      mfu=flops / step_seconds / peak_flops,
+      variant=row.variant, rows=row.rows,
+      vocab_size=row.trainer.model.module.config.vocab_size,
+      num_params=int(sum(x.size for x in jax.tree.leaves(row.state.params))),
+      compile_seconds=row.compile_seconds, step_seconds=step_seconds,
+      tokens_per_second=tokens / step_seconds, flops_per_step=flops,
+      flops_per_second=flops / step_seconds,
+      mfu=flops / step_seconds / peak, peak_flops_per_second=peak,
       peak_memory_bytes=_peak_memory_bytes())
 
 
@@ -328,30 +359,35 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help='comma-separated variants')
   parser.add_argument('--rows', default=','.join(ROWS),
                       help='packed, unpacked or both')
+  parser.add_argument('--rounds', type=int, default=3,
+                      help='timed rounds over all rows (median)')
   parser.add_argument('--output', default=None, help='write JSON here')
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if args.rounds < 1:
+    raise ValueError(f'bad --rounds={args.rounds}: time at least 1 round')
+  return args
 
 
 def main(argv: Sequence[str]) -> None:
   args = parse_args(argv)
   variants = csv_values('--variants', args.variants, hyperprompt_config.VARIANTS)
-  rows = csv_values('--rows', args.rows, ROWS)
+  layouts = csv_values('--rows', args.rows, ROWS)
   shape, dtype = shape_from_args(args)
   _, peak_source = peak_flops_per_second(dtype, repeats=1)
   print(f'{describe(args.size, shape, dtype)}; MFU against {peak_source} '
-        '(timed before each row)', flush=True)
-  results, peaks = [], []
-  print(format_table([]), flush=True)
-  for variant in variants:
-    for layout in rows:
-      if layout == 'packed' and not hyperprompt_config.pack_examples(
-          hyperprompt_config.HyperPromptConfig(variant=variant)):
-        continue  # prompt tuning prepends prompts to whole rows
-      # Timed next to the step, so that both see the same machine load.
-      peaks.append(peak_flops_per_second(dtype)[0])
-      results.append(bench_variant(args.size, variant, layout, shape, dtype,
-                                   args.steps, peaks[-1]))
-      print(format_table(results).splitlines()[-1], flush=True)
+        f'(timed before each row); medians of {args.rounds} rounds',
+        flush=True)
+  rows = [_compile_row(args.size, variant, layout, shape, dtype)
+          for variant in variants for layout in layouts
+          # Prompt tuning prepends its prompts to whole rows: never packed.
+          if layout == 'unpacked' or hyperprompt_config.pack_examples(
+              hyperprompt_config.HyperPromptConfig(variant=variant))]
+  # Rounds alternate the rows, so that load on a shared machine falls on
+  # every row alike.
+  for _ in range(args.rounds):
+    for row in rows:
+      _time_row(row, dtype, args.steps)
+  results = [_result(row, shape) for row in rows]
   print(format_table(results))
   if args.output:
     with open(args.output, 'w') as f:
@@ -360,10 +396,9 @@ def main(argv: Sequence[str]) -> None:
           'device_kind': jax.devices()[0].device_kind,
           'num_devices': jax.device_count(),
           'size': args.size, 'dtype': dtype, 'steps': args.steps,
-          **dataclasses.asdict(shape),
+          'rounds': args.rounds, **dataclasses.asdict(shape),
           'peak_source': peak_source,
-          'results': [dict(dataclasses.asdict(r), peak_flops_per_second=peak)
-                      for r, peak in zip(results, peaks)],
+          'results': [dataclasses.asdict(r) for r in results],
       }, f, indent=2)
     print(f'wrote {args.output}')
 

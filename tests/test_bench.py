@@ -40,11 +40,12 @@ def test_packed_rows_hold_examples_of_their_own_tasks():
 
 def test_bench_reports_flops_and_mfu_for_both_row_layouts(tmp_path, capsys):
   out = tmp_path / 'bench.json'
-  bench.main(['--variants=none,global', '--steps=1', '--batch_size=2',
-              '--lengths=8,4', f'--output={out}'])
+  bench.main(['--variants=none,global', '--steps=1', '--rounds=2',
+              '--batch_size=2', '--lengths=8,4', f'--output={out}'])
   report = json.loads(out.read_text())
   assert (report['batch_size'], report['input_length'],
-          report['target_length'], report['dtype']) == (2, 8, 4, 'float32')
+          report['target_length'], report['dtype'],
+          report['rounds']) == (2, 8, 4, 'float32', 2)
   assert 'measured' in report['peak_source']
   results = {(r['variant'], r['rows']): r for r in report['results']}
   assert sorted(results) == [('global', 'packed'), ('global', 'unpacked'),
@@ -80,6 +81,7 @@ def test_prompt_tuning_is_not_benchmarked_packed(tmp_path):
     ('--rows=packd', "bad --rows='packd'"),
     ('--lengths=8', "bad --lengths='8'"),
     ('--steps=0', 'bad --steps=0'),
+    ('--rounds=0', 'bad --rounds=0'),
 ])
 def test_bench_rejects_bad_flags(flag, message):
   with pytest.raises(ValueError, match=message):
