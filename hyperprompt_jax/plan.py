@@ -319,8 +319,16 @@ def plan_topology(run: str, settings: dict[str, Any], topology: Topology,
   # plan says by how much (libtpu refuses it by default).
   options = None if topology.kind == 'cpu' else _TPU_COMPILE_OPTIONS
   start = time.perf_counter()
-  with trainer.activate(), _stderr_closed(quiet):
-    compiled = lowered.compile(compiler_options=options)
+  try:
+    with trainer.activate(), _stderr_closed(quiet):
+      compiled = lowered.compile(compiler_options=options)
+  except jax.errors.JaxRuntimeError as e:
+    # libtpu refuses some very large unrolled programs outright (XXL with
+    # 48 unrolled layers: 'Invalid TPU program').
+    raise ValueError(
+        f'the compiler refused the train step of {run} for {topology.name} '
+        f'({errors.first_line(e)}): make the program smaller, e.g. '
+        '--gin.network.T5Config.scan_layers=True') from e
   compile_seconds = time.perf_counter() - start
   flops = _flops(compiled)
   if loop_free_settings is not None:

@@ -92,6 +92,17 @@ def test_bad_topologies_and_meshes_give_one_line(monkeypatch, capsys):
     assert 'libtpu is not installed' in message
 
 
+def test_a_compile_the_compiler_refuses_is_one_line(monkeypatch, capsys):
+  def refuse(*args, **kwargs):
+    raise jax.errors.JaxRuntimeError('INVALID_ARGUMENT: Invalid TPU program.')
+  monkeypatch.setattr(jax.stages.Lowered, 'compile', refuse)
+  message = _one_line_error([*TINY_RUN, '--topology=cpu:1'], monkeypatch,
+                            capsys)
+  assert ('the compiler refused the train step of synthetic_global_tiny for '
+          'cpu:1 (INVALID_ARGUMENT: Invalid TPU program.): make the program '
+          'smaller, e.g. --gin.network.T5Config.scan_layers=True') in message
+
+
 @pytest.mark.parametrize('run', sorted(
     p.name for p in (gin_utils.DEFAULT_GIN_DIR / 'tpu').glob('*.gin')))
 def test_tpu_run_files_name_a_topology_their_mesh_fits(run):
