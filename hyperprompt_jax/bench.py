@@ -231,6 +231,7 @@ class _Row:
   compile_seconds: float
   step_seconds: list[float] = dataclasses.field(default_factory=list)
   peaks: list[float] = dataclasses.field(default_factory=list)
+  peak_memory_bytes: Optional[int] = None
 
 
 def _compile_row(size: str, variant: str, rows: str, shape: Shape,
@@ -254,6 +255,9 @@ def _time_row(row: _Row, dtype: str, steps: int) -> None:
   with row.trainer.activate():
     row.state, seconds = median_step_seconds(row.compiled, row.state,
                                              row.batch, steps)
+  if not row.step_seconds:
+    # The devices' high-water mark when the row first ran, not after all rows.
+    row.peak_memory_bytes = _peak_memory_bytes()
   row.step_seconds.append(seconds)
 
 
@@ -271,7 +275,7 @@ def _result(row: _Row, shape: Shape) -> BenchResult:
       tokens_per_second=tokens / step_seconds, flops_per_step=flops,
       flops_per_second=flops / step_seconds,
       mfu=flops / step_seconds / peak, peak_flops_per_second=peak,
-      peak_memory_bytes=_peak_memory_bytes())
+      peak_memory_bytes=row.peak_memory_bytes)
 
 
 def format_table(results: Sequence[BenchResult]) -> str:
