@@ -45,6 +45,9 @@ from hyperprompt_jax import trainer as trainer_lib
 NUM_TASKS = 6  # as the synthetic mixture
 EXAMPLES_PER_PACKED_ROW = 4
 ROWS = ('packed', 'unpacked')
+# Side of the square matmul that measures a CPU's (or unknown chip's) peak:
+# large enough that the machine reaches its matmul rate.
+PEAK_MATMUL_SIZE = 2048
 # Dense bf16 peak FLOP/s per chip of known accelerators (datasheets).
 CHIP_PEAK_FLOPS = {
     'NVIDIA H100 80GB HBM3': 989e12,
@@ -180,10 +183,12 @@ def median_step_seconds(step: Callable[[Any, Any], tuple[Any, Any]], state,
   return state, statistics.median(times)
 
 
-def peak_flops_per_second(dtype: str, size: int = 2048,
+def peak_flops_per_second(dtype: str, size: Optional[int] = None,
                           repeats: int = 10) -> tuple[float, str]:
   """(FLOP/s, source) of the devices together: a known chip's bf16 peak, or
-  a `size`-square matmul per device in `dtype`, timed here (median)."""
+  a `size`-square matmul per device in `dtype` (default
+  PEAK_MATMUL_SIZE), timed here (median)."""
+  size = size or PEAK_MATMUL_SIZE
   devices = jax.devices()
   kind = devices[0].device_kind
   if kind in CHIP_PEAK_FLOPS and dtype == 'bfloat16':

@@ -38,7 +38,10 @@ def test_packed_rows_hold_examples_of_their_own_tasks():
   assert np.all(unpacked['encoder_task_ids'] == unpacked['encoder_task_ids'][:, :1])
 
 
-def test_bench_reports_flops_and_mfu_for_both_row_layouts(tmp_path, capsys):
+def test_bench_reports_flops_and_mfu_for_both_row_layouts(tmp_path, capsys,
+                                                         monkeypatch):
+  # A smaller peak matmul: nine peak readings, each in milliseconds.
+  monkeypatch.setattr(bench, 'PEAK_MATMUL_SIZE', 512)
   out = tmp_path / 'bench.json'
   bench.main(['--variants=none,global', '--steps=1', '--rounds=2',
               '--batch_size=2', '--lengths=8,4', f'--output={out}'])
@@ -46,7 +49,7 @@ def test_bench_reports_flops_and_mfu_for_both_row_layouts(tmp_path, capsys):
   assert (report['batch_size'], report['input_length'],
           report['target_length'], report['dtype'],
           report['rounds']) == (2, 8, 4, 'float32', 2)
-  assert 'measured' in report['peak_source']
+  assert report['peak_source'] == '512^2 float32 matmul, measured'
   results = {(r['variant'], r['rows']): r for r in report['results']}
   assert sorted(results) == [('global', 'packed'), ('global', 'unpacked'),
                              ('none', 'packed'), ('none', 'unpacked')]

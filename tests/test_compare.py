@@ -4,7 +4,10 @@ from TensorBoard, and the command end to end on tiny runs (outputs, resume)."""
 import json
 import os
 import shutil
+import subprocess
 import sys
+import types
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -15,11 +18,12 @@ from hyperprompt_jax import hyperprompt_config
 from hyperprompt_jax import network
 from hyperprompt_jax import param_counts
 from tests import train_runs
+from tests import two_task_mixture
 
 VARIANTS = ('none', 'share')
 SEEDS = 2
 STEPS = 3  # checkpoints at 2 and 3 (train_runs' CHECKPOINT_PERIOD=2)
-NUM_TASKS = 6
+NUM_TASKS = len(two_task_mixture.TASKS)
 
 
 def compare_args(tmp_path, output_dir, *extra) -> list[str]:
@@ -31,7 +35,8 @@ def compare_args(tmp_path, output_dir, *extra) -> list[str]:
   passed = [a for a in train_args
             if not a.startswith(('--gin.MODEL_DIR', '--gin.TRAIN_STEPS'))]
   return [f'--variants={",".join(VARIANTS)}', f'--seeds={SEEDS}',
-          f'--steps={STEPS}', f'--output_dir={output_dir}', *passed, *extra]
+          f'--steps={STEPS}', f'--mixture={two_task_mixture.NAME}',
+          f'--output_dir={output_dir}', *passed, *extra]
 
 
 def run_compare(tmp_path, output_dir, *extra):
@@ -40,12 +45,31 @@ def run_compare(tmp_path, output_dir, *extra):
       compare.main, compare_args(tmp_path, output_dir, *extra))
 
 
+class _TrainerInThisProcess:
+  """A stand-in for the trainer's `subprocess.Popen` in compare: runs
+  `python -m hyperprompt_jax.train ...` in this process (four trainer
+  start-ups fewer for the fixture; the rerun test keeps real subprocesses)."""
+
+  def __init__(self, command, stdout, stderr, env):
+    del stderr, env  # Output goes to `stdout`; this process has the cache.
+    assert command[1:3] == ['-m', 'hyperprompt_jax.train'], command
+    result = train_runs.run_train_main(command[3:])
+    stdout.write(result.stdout + result.stderr)
+    self.returncode = result.returncode
+
+  def wait(self):
+    return self.returncode
+
+
 @pytest.fixture(scope='module')
 def comparison(tmp_path_factory):
   """(tmp_path, output_dir, CompletedProcess) of one tiny comparison."""
   tmp_path = tmp_path_factory.mktemp('compare')
   output_dir = tmp_path / 'out'
-  result = run_compare(tmp_path, output_dir)
+  in_process = types.SimpleNamespace(Popen=_TrainerInThisProcess,
+                                     STDOUT=subprocess.STDOUT)
+  with mock.patch.object(compare, 'subprocess', in_process):
+    result = run_compare(tmp_path, output_dir)
   assert result.returncode == 0, result.stdout + result.stderr[-3000:]
   return tmp_path, output_dir, result
 
@@ -96,11 +120,12 @@ def test_train_command_puts_the_variant_file_after_the_gin_files(tmp_path):
   assert command[1:3] == ['-m', 'hyperprompt_jax.train']
   files = [a for a in command if a.startswith('--gin_file=')]
   assert files == ['--gin_file=runs/synthetic_tiny_base.gin',
+                   '--gin_file=two_task_mixture.gin',
                    '--gin_file=variants/share.gin']
   assert command[-4:] == [
       f"--gin_bindings=MODEL_DIR = '{tmp_path / 'out' / 'share-seed1'}'",
       '--gin_bindings=RANDOM_SEED = 1',
-      "--gin_bindings=MIXTURE_OR_TASK_NAME = 'synthetic_prefixed_mixture'",
+      f"--gin_bindings=MIXTURE_OR_TASK_NAME = '{two_task_mixture.NAME}'",
       f'--gin_bindings=TRAIN_STEPS = {STEPS}']
 
 
@@ -172,7 +197,7 @@ def test_outputs_hold_every_run_and_their_mean_and_std(comparison):
   table = (output_dir / 'comparison.md').read_text()
   assert table.split('\n\n', 1)[1].strip() in result.stdout
   lines = table.splitlines()
-  assert lines[2].startswith('| variant | contains_seven | count_even |')
+  assert lines[2].startswith('| variant | contains_seven | reverse |')
   share_added = f'{expected_added_params("share")[0]:,}'
   assert lines[-1].startswith('| share |') and f'| {share_added} |' in lines[-1]
   png = (output_dir / 'comparison.png').read_bytes()

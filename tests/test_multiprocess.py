@@ -4,7 +4,8 @@ import os
 import re
 import socket
 import subprocess
-import sys
+
+from tests import train_runs
 
 
 def _free_port() -> int:
@@ -20,13 +21,10 @@ def test_two_processes_train_and_checkpoint_together(tmp_path):
   env = dict(os.environ, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
   processes = [
       subprocess.Popen(
-          [sys.executable, '-m', 'hyperprompt_jax.train',
-           f'--coordinator_address={address}', '--num_processes=2',
-           f'--process_id={i}', '--gin_file=runs/synthetic_global_tiny.gin',
-           f"--gin.MODEL_DIR='{model_dir}'", '--gin.TRAIN_STEPS=3',
-           '--gin.BATCH_SIZE=4', '--gin.LOG_PERIOD=1',
-           '--gin.CHECKPOINT_PERIOD=3',
-           '--gin.train_loop.train.eval_dataset_cfg=None'],
+          train_runs.train_command(
+              tmp_path, model_dir, 3, f'--coordinator_address={address}',
+              '--num_processes=2', f'--process_id={i}',
+              '--gin.train_loop.train.eval_dataset_cfg=None'),
           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
       for i in range(2)]
   outputs = [p.communicate(timeout=540) for p in processes]

@@ -13,6 +13,8 @@ import pytest
 from hyperprompt_jax import checkpoints
 from hyperprompt_jax import infer
 from tests import train_runs
+from tests.two_task_mixture import CONTAINS_SEVEN
+from tests.two_task_mixture import REVERSE
 from tests.train_runs import error_line as _error_line
 from tests.train_runs import infer as _infer
 from tests.train_runs import steps as _steps
@@ -43,10 +45,10 @@ def test_train_checkpoint_resume_eval(run):
   assert '[train step 1]' not in second.stdout
   results = json.loads((model_dir / 'eval_results.json').read_text())
   assert results['step'] == 6
-  assert len(results['results']) == 6  # one row per synthetic task
+  assert sorted(results['results']) == sorted([REVERSE, CONTAINS_SEVEN])
   for metrics in results['results'].values():
     assert 'loss' in metrics and 'token_accuracy' in metrics
-  assert 'synthetic_reverse' in second.stdout  # the printed table
+  assert REVERSE in second.stdout  # the printed table
   assert second.stderr == ''  # No TensorFlow, absl or CUDA noise.
 
 
@@ -56,17 +58,17 @@ def test_infer_cli_predicts_for_the_named_task(run):
   inputs.write_text('47193\n{"inputs": "5512"}\n\n808\n')
   out = tmp_path / 'predictions.jsonl'
   result = _infer(tmp_path, f'--checkpoint={model_dir}',
-                  '--task=synthetic_max_digit', f'--input_file={inputs}',
+                  f'--task={CONTAINS_SEVEN}', f'--input_file={inputs}',
                   f'--output_file={out}')
   assert result.returncode == 0, result.stderr[-3000:]
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   assert [r['inputs'] for r in rows] == ['47193', '5512', '808']
   assert result.stderr == ''
   verbose = _infer(tmp_path, '--verbose', f'--checkpoint={model_dir}',
-                   '--task=synthetic_max_digit', '--input=5')
+                   f'--task={CONTAINS_SEVEN}', '--input=5')
   assert verbose.returncode == 0, verbose.stderr[-3000:]
   assert 'prediction' in verbose.stdout and verbose.stderr  # Logs shown.
-  assert {r['task'] for r in rows} == {'synthetic_max_digit'}
+  assert {r['task'] for r in rows} == {CONTAINS_SEVEN}
   assert all(isinstance(r['prediction'], str) for r in rows)
 
 
@@ -81,32 +83,32 @@ def test_predictor_restores_the_latest_params_and_uses_saved_task_ids(
   assert predictor.step == 6
   saved = json.loads((model_dir / 'task_ids.json').read_text())
   assert predictor.task_ids == saved
-  _, features = next(predictor.features('synthetic_digit_sum', ['12'],
-                                        4).as_numpy_iterator())
-  assert set(features['encoder_task_ids'][:3]) == {saved['synthetic_digit_sum']}
+  _, features = next(
+      predictor.features(CONTAINS_SEVEN, ['12'], 4).as_numpy_iterator())
+  assert set(features['encoder_task_ids'][:3]) == {saved[CONTAINS_SEVEN]}
   # A registered task that the run's map lacks is refused: the map decides.
   copy = tmp_path / 'copy'
   shutil.copytree(model_dir, copy)
-  del saved['synthetic_digit_sum']
+  del saved[CONTAINS_SEVEN]
   (copy / 'task_ids.json').write_text(json.dumps(saved))
-  with pytest.raises(ValueError, match="'synthetic_digit_sum' is not one"):
-    infer.Predictor(str(copy), step=4).task_id('synthetic_digit_sum')
+  with pytest.raises(ValueError, match=f"'{CONTAINS_SEVEN}' is not one"):
+    infer.Predictor(str(copy), step=4).task_id(CONTAINS_SEVEN)
 
 
 def test_predictor_decoders_return_one_prediction_per_input(predictor):
   inputs = ['123', '4567', '89']  # 3 rows: the last batch is padded
-  greedy = predictor.predict('synthetic_reverse', inputs)
+  greedy = predictor.predict(REVERSE, inputs)
   assert len(greedy) == 3 and all(isinstance(p, str) for p in greedy)
-  assert greedy == predictor.predict('synthetic_reverse', inputs)
-  beam = predictor.predict('synthetic_reverse', inputs,
+  assert greedy == predictor.predict(REVERSE, inputs)
+  beam = predictor.predict(REVERSE, inputs,
                            infer.DecodeConfig('beam', num_decodes=2,
                                               max_decode_length=4))
   assert len(beam) == 3 and all(len(p.encode()) <= 4 for p in beam)
 
 
 @pytest.mark.parametrize('task, inputs, message', [
-    ('synthetic_revers', ['1'], "close matches: synthetic_reverse"),
-    ('synthetic_reverse', ['1' * 200], r'201 tokens but the model takes at '
+    (REVERSE[:-1], ['1'], f'close matches: {REVERSE}'),
+    (REVERSE, ['1' * 200], r'201 tokens but the model takes at '
      r"most 32 \(TASK_FEATURE_LENGTHS\['inputs'\]"),
 ])
 def test_predictor_bad_input_is_a_one_line_error(predictor, task, inputs,
@@ -126,8 +128,8 @@ def test_infer_from_a_corrupt_checkpoint_is_a_one_line_error(run, tmp_path):
   copy = tmp_path / 'corrupt'
   shutil.copytree(model_dir, copy)
   train_runs.damage(copy, 6)
-  result = _infer(tmp_path, f'--checkpoint={copy}', '--task=synthetic_reverse',
-                  '--input=123')
+  result = train_runs.run_in_process(
+      infer.main, [f'--checkpoint={copy}', f'--task={REVERSE}', '--input=123'])
   assert _error_line(result).startswith(
       f'error: checkpoint {copy}/checkpoints/6 is unreadable')
 

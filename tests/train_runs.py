@@ -12,6 +12,7 @@ import gin
 
 from hyperprompt_jax import gin_utils
 from hyperprompt_jax import train as train_main
+from tests import two_task_mixture
 
 _MODEL_GIN = """
 from __gin__ import dynamic_registration
@@ -33,6 +34,14 @@ hyperprompt_config.HyperPromptConfig.prompt_length = 2
 hyperprompt_config.HyperPromptConfig.bottleneck_dim = 4
 """
 
+# Two tasks instead of the synthetic mixture's six: half the input pipelines
+# to build and evaluate per run (see two_task_mixture.py).
+_MIXTURE_GIN = f"""
+from __gin__ import dynamic_registration
+from tests import two_task_mixture
+MIXTURE_OR_TASK_NAME = '{two_task_mixture.NAME}'
+"""
+
 
 def error_line(result):
   """The single `error: ...` line of a failed run (TF may log after it)."""
@@ -44,13 +53,15 @@ def error_line(result):
 
 
 def train_command(tmp_path, model_dir, num_steps, *extra) -> list[str]:
-  """The command line of a tiny run (model above) on the synthetic mixture."""
+  """The command line of a tiny run (model above) on two synthetic tasks."""
   gin_dir = tmp_path / 'gin'
   (gin_dir / 'models').mkdir(parents=True, exist_ok=True)
   (gin_dir / 'models' / 't5_1_1_tiny.gin').write_text(_MODEL_GIN)
+  (gin_dir / 'two_task_mixture.gin').write_text(_MIXTURE_GIN)
   return [sys.executable, '-m', 'hyperprompt_jax.train',
           f'--gin_search_paths={gin_dir}',
           '--gin_file=runs/synthetic_tiny_base.gin',
+          '--gin_file=two_task_mixture.gin',
           f"--gin.MODEL_DIR='{model_dir}'", f'--gin.TRAIN_STEPS={num_steps}',
           '--gin.BATCH_SIZE=4', '--gin.CHECKPOINT_PERIOD=2',
           '--gin.KEEP_CHECKPOINTS=2', '--gin.LOG_PERIOD=1',
