@@ -7,6 +7,7 @@ Parameters carry logical axis names in the `params_axes` collection
 
 import contextlib
 import dataclasses
+import math
 from typing import Any, Optional, Sequence
 
 import flax
@@ -64,12 +65,30 @@ class MeshConfig:
     return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
-def param_shardings(params_axes: Any, mesh: Mesh,
+def param_shardings(params: Any, params_axes: Any, mesh: Mesh,
                     rules: Sequence[tuple[str, Any]]) -> Any:
-  """NamedShardings for the params from their `params_axes` collection."""
+  """NamedShardings for `params` (arrays or shape structs) from their
+  `params_axes` collection.
+
+  A dimension that its mesh axes do not divide stays whole (rules name axes,
+  not sizes: e.g. a 16-slot prompt on a 32-way 'data' axis).
+  """
   logical_specs = flax.core.unfreeze(
       nn.partitioning.get_axis_names(params_axes))
-  return nn.logical_to_mesh_sharding(logical_specs, mesh, list(rules))
+  shardings = nn.logical_to_mesh_sharding(logical_specs, mesh, list(rules))
+  return jax.tree.map(lambda p, s: divisible_sharding(p.shape, s), params,
+                      shardings)
+
+
+def divisible_sharding(shape: Sequence[int],
+                       sharding: NamedSharding) -> NamedSharding:
+  """`sharding` without the mesh axes that do not divide their dimension."""
+  spec = []
+  for size, axes in zip(shape, tuple(sharding.spec) + (None,) * len(shape)):
+    names = axes if isinstance(axes, tuple) else (axes,)
+    ways = math.prod(sharding.mesh.shape[a] for a in names if a is not None)
+    spec.append(axes if size % ways == 0 else None)
+  return NamedSharding(sharding.mesh, P(*spec))
 
 
 @contextlib.contextmanager

@@ -10,7 +10,8 @@ import gin
 
 # Axes of the task-conditioning parameters (hyper-prompts and adapters). They
 # are small, so they replicate; their head axis is `joined_kv`, sharded like the
-# attention kernels, and their model axis `embed` follows the backbone's rule.
+# attention kernels, and their model axis `embed` follows the backbone's rule
+# (see also CONDITIONING_DATA_AXIS_RULES).
 HYPERPROMPT_AXIS_RULES = (
     ('tasks', None),
     ('prompt_length', None),
@@ -27,6 +28,16 @@ HYPERPROMPT_AXIS_RULES = (
 # axis once per array: `batch` comes first, so activations `[batch, length,
 # embed]` keep 'data' for the batch and leave `embed` whole.
 EMBED_AXIS_RULES = {1: (('embed', None),), 2: (('embed', 'data'),)}
+
+# With parameters split over 'data' too, the conditioning parameters without
+# an `embed` axis split over 'data' along another one: `sep`'s up-projections
+# `[layers, tasks, prompt_bottleneck, joined_kv]` and `direct`'s prompts
+# `[layers, tasks, prompt_length, joined_kv]` (replicated, they were 0.8 GiB a
+# chip at XXL). They come after `embed`, which keeps 'data' where an array
+# has both; `mesh.param_shardings` leaves a dimension whole where 'data' does
+# not divide it.
+CONDITIONING_DATA_AXIS_RULES = {
+    1: (), 2: (('prompt_bottleneck', 'data'), ('prompt_length', 'data'))}
 
 # The backbone's rules, as t5x's standard rules, with `embed` between
 # BACKBONE_AXIS_RULES_HEAD and BACKBONE_AXIS_RULES_TAIL.
@@ -70,6 +81,7 @@ def logical_axis_rules(
         "(parameters split over 'model') or 2 (over 'data' and 'model')")
   return (tuple(additional_rules) + BACKBONE_AXIS_RULES_HEAD +
           EMBED_AXIS_RULES[parameter_partitioning_dims] +
+          CONDITIONING_DATA_AXIS_RULES[parameter_partitioning_dims] +
           BACKBONE_AXIS_RULES_TAIL + HYPERPROMPT_AXIS_RULES)
 
 

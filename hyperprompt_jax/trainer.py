@@ -67,7 +67,8 @@ def abstract_params(model, mesh: Mesh, rules: Sequence[tuple[str, Any]],
                            input_types={k: jnp.int32 for k in input_shapes})
   with mesh_lib.activate(mesh, rules):
     variables = jax.eval_shape(init, rng)
-  shardings = mesh_lib.param_shardings(variables['params_axes'], mesh, rules)
+  shardings = mesh_lib.param_shardings(variables['params'],
+                                       variables['params_axes'], mesh, rules)
   params = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       variables['params'], shardings)

@@ -7,13 +7,16 @@ import subprocess
 import sys
 import textwrap
 
+from flax import linen as nn
 import gin
 import jax
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
 
 from hyperprompt_jax import data
 from hyperprompt_jax import gin_utils
+from hyperprompt_jax import mesh as mesh_lib
 from hyperprompt_jax import optimizers
 from hyperprompt_jax import partitioning
 from hyperprompt_jax import plan
@@ -199,6 +202,33 @@ def test_two_d_parameter_sharding_on_eight_devices_matches_one_device():
   assert result['params_max_abs_diff'] < 1e-5
   # Parameters, and optimizer statistics shaped like them, split over 'data'.
   assert result['params_on_data'] > 0 and result['opt_state_on_data'] > 0
+
+
+def _param_spec(axes, shape, rules):
+  """The PartitionSpec of a parameter on a 16 x 1 mesh, as a tuple."""
+  mesh = jax.sharding.AbstractMesh((16, 1), ('data', 'model'))
+  sharding = nn.logical_to_mesh_sharding(P(*axes), mesh, list(rules))
+  return tuple(mesh_lib.divisible_sharding(shape, sharding).spec)
+
+
+def test_two_d_rules_split_conditioning_params_without_embed_over_data():
+  two_d = partitioning.logical_axis_rules(parameter_partitioning_dims=2)
+  up = ('layers', 'tasks', 'prompt_bottleneck', 'joined_kv')  # sep
+  prompts = ('layers', 'tasks', 'prompt_length', 'joined_kv')  # direct
+  down = ('layers', 'tasks', 'embed', 'prompt_bottleneck')  # sep
+  assert _param_spec(up, (24, 8, 32, 4096), two_d) == (
+      None, None, 'data', 'model')
+  assert _param_spec(prompts, (24, 8, 16, 4096), two_d) == (
+      None, None, 'data', 'model')
+  # `embed` keeps 'data' where an array has both.
+  assert _param_spec(down, (24, 8, 4096, 32), two_d) == (
+      None, None, 'data', None)
+  # A dimension that 'data' does not divide stays whole.
+  assert _param_spec(prompts, (24, 8, 8, 4096), two_d) == (
+      None, None, None, 'model')
+  # One dimension: over 'model' only, as before.
+  one = partitioning.logical_axis_rules()
+  assert _param_spec(up, (24, 8, 32, 4096), one) == (None, None, None, 'model')
 
 
 def test_two_d_rules_split_embed_over_data_after_batch():
