@@ -74,11 +74,14 @@ def get_dataset(cfg: DatasetConfig,
 TASK_ID_FEATURES = ('encoder_task_ids', 'decoder_task_ids')
 
 
-def check_task_ids(batch: Mapping[str, np.ndarray], num_tasks: int) -> None:
-  """Raises ValueError unless every task id lies in [0, num_tasks).
+def check_task_ids(batch: Mapping[str, np.ndarray], num_tasks: int,
+                   one_task_per_row: bool = False) -> None:
+  """Raises ValueError unless every task id lies in [0, num_tasks) and, with
+  `one_task_per_row`, every packed row's examples are of one task.
 
   Under `jit` an id out of range would be silently clamped by the gathers,
-  so it is checked here, on the host, before the step.
+  and a row of several tasks routed by its first, so both are checked here,
+  on the host, before the step.
   """
   for name in TASK_ID_FEATURES:
     ids = batch.get(name)
@@ -90,6 +93,16 @@ def check_task_ids(batch: Mapping[str, np.ndarray], num_tasks: int) -> None:
           f'{name} holds task id {int(bad[0])}, outside [0, {num_tasks}) of '
           f'NUM_TASKS={num_tasks}: set NUM_TASKS to the number of tasks of the '
           'mixture (gin: NUM_TASKS = @tasks.num_tasks())')
+    segments = batch.get(name.replace('task', 'segment'))
+    if one_task_per_row and segments is not None:
+      mixed = np.any((segments > 0) & (ids != ids[:, :1]), axis=1)
+      if mixed.any():
+        raise ValueError(
+            f'Packed row {int(np.argmax(mixed))} of the batch holds examples '
+            f'of several tasks ({name}), but HyperPromptConfig.'
+            'one_task_per_row routes each row by one task: pack with '
+            'HyperPromptEncDecFeatureConverter(one_task_per_row=True), or set '
+            'ONE_TASK_PER_ROW = False')
 
 
 class BatchIterator:
@@ -100,17 +113,21 @@ class BatchIterator:
   """
 
   def __init__(self, dataset: tf.data.Dataset, sharding: NamedSharding,
-               num_tasks: Optional[int] = None):
+               num_tasks: Optional[int] = None,
+               one_task_per_row: bool = False):
     """Reads `dataset` from its start.
 
     Args:
       dataset: this process's batches of model features.
       sharding: the global batch sharding.
       num_tasks: when given, every batch's task ids are checked against it.
+      one_task_per_row: with `num_tasks`, also check that packed rows hold
+        one task each.
     """
     self.iterator = iter(dataset)
     self._sharding = sharding
     self._num_tasks = num_tasks
+    self._one_task_per_row = one_task_per_row
     self.position = 0
 
   def __iter__(self) -> Iterator[Mapping[str, jax.Array]]:
@@ -119,7 +136,7 @@ class BatchIterator:
   def __next__(self) -> Mapping[str, jax.Array]:
     local = {k: v.numpy() for k, v in next(self.iterator).items()}
     if self._num_tasks is not None:
-      check_task_ids(local, self._num_tasks)
+      check_task_ids(local, self._num_tasks, self._one_task_per_row)
     self.position += 1
     return to_global(local, self._sharding)
 

@@ -55,6 +55,14 @@ class HyperPromptConfig:
     decoder: condition the decoder's layers.
     dropout_rate: dropout on the HyperNetwork and adapter bottleneck
       activations.
+    one_task_per_row: packed rows hold examples of one task only, as
+      `HyperPromptEncDecFeatureConverter` packs them by default, so prompts
+      and adapters are routed per row, as for unpacked rows. False routes
+      every token by its own task id, for rows that mix tasks: every row
+      then scores all tasks' prompt slots (or applies all tasks' adapters),
+      which costs time and memory. gin/variants/hyperprompt.gin binds this
+      and the converter's setting to one macro, ONE_TASK_PER_ROW (True); the
+      standalone trainer checks its batches against it.
     prompt_init: initializer of global prompts and directly learned prompts.
     embedding_init: initializer of task, layer and position embeddings.
     kernel_init: initializer of HyperNetwork kernels and adapter
@@ -74,6 +82,7 @@ class HyperPromptConfig:
   encoder: bool = True
   decoder: bool = True
   dropout_rate: float = 0.0
+  one_task_per_row: bool = False
   prompt_init: Callable = nn.initializers.normal(stddev=1.0)
   embedding_init: Callable = nn.initializers.normal(stddev=1.0)
   kernel_init: Callable = nn.initializers.variance_scaling(

@@ -298,11 +298,18 @@ class DecoderLayer(nn.Module):
     return prompts
 
 
-def _routing_task_ids(task_ids, name: str, packed: bool):
-  """`[batch]` row task ids of unpacked rows, `[batch, len]` token task ids of
-  packed ones (the form `route_prompts` and `route_adapters` take)."""
+def _routing_task_ids(task_ids, name: str, packed: bool,
+                      hp: hp_config.HyperPromptConfig):
+  """`[batch]` row task ids of rows of one task, `[batch, len]` token task ids
+  of packed rows that mix tasks (the forms `route_prompts` and
+  `route_adapters` take).
+
+  Unpacked rows hold one task, and so do packed rows under
+  `hp.one_task_per_row`: routing them per row spares scoring every task's
+  prompt slots (or applying every task's adapters) in every row.
+  """
   task_ids = prompt_generator.check_task_ids(task_ids, name)
-  return task_ids if packed else task_ids[:, 0]
+  return task_ids if packed and not hp.one_task_per_row else task_ids[:, 0]
 
 
 class Encoder(nn.Module):
@@ -331,7 +338,8 @@ class Encoder(nn.Module):
     cfg, hp = self.config, self.hyperprompt
     tasks = None
     if hp.prompts_encoder_input or hp.conditions_encoder or hp.adapts_encoder:
-      tasks = _routing_task_ids(encoder_task_ids, 'encoder_task_ids', packed)
+      tasks = _routing_task_ids(encoder_task_ids, 'encoder_task_ids', packed,
+                                hp)
     rel_emb = _relative_biases(cfg)
     x = self.shared_embedding(encoder_input_tokens.astype(jnp.int32))
     if hp.prompts_encoder_input:
@@ -422,7 +430,7 @@ class Decoder(nn.Module):
     """Every layer's routed prompts (decoded rows are unpacked: each row gets
     its own task's slots, which the layers cache)."""
     cfg, hp = self.config, self.hyperprompt
-    tasks = _routing_task_ids(decoder_task_ids, 'decoder_task_ids', packed)
+    tasks = _routing_task_ids(decoder_task_ids, 'decoder_task_ids', packed, hp)
     keys, values = _prompt_generator(cfg, hp, cfg.num_decoder_layers)(
         deterministic)
     return prompt_generator.route_prompts(keys, values, tasks)
@@ -437,7 +445,7 @@ class Decoder(nn.Module):
       tasks = self.get_variable('cache', 'adapter_task_ids')
     else:
       tasks = _routing_task_ids(decoder_task_ids, 'decoder_task_ids',
-                                packed and not decode)
+                                packed and not decode, hp)
       if decode:
         self.put_variable('cache', 'adapter_task_ids', tasks)
     return _routed_adapters(cfg, hp, cfg.num_decoder_layers, tasks)

@@ -158,10 +158,12 @@ def train(*,
                                 trainer_config)
 
   hyperprompt = model.module.hyperprompt
+  conditioned = hyperprompt.variant != 'none'
   batches = data_lib.BatchIterator(
       data_lib.get_dataset(train_dataset_cfg, model.feature_converter_cls),
       trainer.batch_sharding,
-      num_tasks=hyperprompt.num_tasks if hyperprompt.variant != 'none' else None)
+      num_tasks=hyperprompt.num_tasks if conditioned else None,
+      one_task_per_row=hyperprompt.one_task_per_row)
   iterator_checkpoint.check_saveable(batches.iterator)
   checkpointer = checkpoints_lib.Checkpointer(model_dir, checkpoint_config)
   state = checkpointer.restore_latest_readable(trainer.abstract_state, batches)

@@ -80,6 +80,19 @@ def test_task_ids_outside_the_range_are_refused_on_the_host(bad):
     data.check_task_ids(batch, num_tasks=3)
 
 
+def test_packed_rows_of_several_tasks_are_refused_when_routed_by_row():
+  batch = {'encoder_task_ids': np.array([[1, 1, 0], [2, 0, 0]]),
+           'encoder_segment_ids': np.array([[1, 1, 0], [1, 2, 0]])}
+  # Row 0's padding (segment 0) has id 0: not a second task.
+  data.check_task_ids(batch, 3, one_task_per_row=False)
+  with pytest.raises(ValueError, match=r'Packed row 1 of the batch holds '
+                     r'examples of several tasks \(encoder_task_ids\).*'
+                     'ONE_TASK_PER_ROW = False'):
+    data.check_task_ids(batch, 3, one_task_per_row=True)
+  batch['encoder_task_ids'][1, 1] = 2
+  data.check_task_ids(batch, 3, one_task_per_row=True)
+
+
 def test_task_ids_in_range_pass():
   data.check_task_ids({'encoder_task_ids': np.array([[0, 2]]),
                        'decoder_task_ids': np.zeros((1, 0), np.int32)}, 3)

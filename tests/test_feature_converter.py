@@ -25,31 +25,34 @@ EXAMPLES = [{'inputs': [7, 8, 1], 'targets': [3, 1], 'task_id': 2},
             {'inputs': [5, 1], 'targets': [9, 9, 1], 'task_id': 1}]
 
 
-def test_packed_ids_follow_their_tokens():
+def test_packed_rows_hold_one_task_each():
+  examples = [*EXAMPLES, {'inputs': [6, 1], 'targets': [5, 1], 'task_id': 2}]
   converter = HyperPromptEncDecFeatureConverter(pack=True)
-  rows = list(converter(_dataset(EXAMPLES), LENGTHS).as_numpy_iterator())
-  first = rows[0]
-  np.testing.assert_array_equal(first['encoder_input_tokens'],
-                                [7, 8, 1, 4, 9, 5, 1, 0])
-  np.testing.assert_array_equal(first['encoder_task_ids'],
-                                [2, 2, 2, 0, 0, 0, 0, 0])
-  np.testing.assert_array_equal(first['decoder_task_ids'], [2, 2, 0, 0, 0])
-  np.testing.assert_array_equal(first['decoder_segment_ids'], [1, 1, 2, 2, 0])
-  # The third example no longer fits and starts the next row.
-  np.testing.assert_array_equal(rows[1]['encoder_task_ids'],
-                                [1, 1, 0, 0, 0, 0, 0, 0])
+  rows = {int(row['encoder_task_ids'][0]): row for row in
+          converter(_dataset(examples), LENGTHS).as_numpy_iterator()}
+  assert sorted(rows) == [0, 1, 2]
+  two = rows[2]
+  # Task 2's examples share a row although task 0's came between them.
+  np.testing.assert_array_equal(two['encoder_input_tokens'],
+                                [7, 8, 1, 6, 1, 0, 0, 0])
+  np.testing.assert_array_equal(two['encoder_task_ids'],
+                                [2, 2, 2, 2, 2, 0, 0, 0])
+  np.testing.assert_array_equal(two['encoder_segment_ids'],
+                                [1, 1, 1, 2, 2, 0, 0, 0])
+  np.testing.assert_array_equal(two['decoder_target_tokens'], [3, 1, 5, 1, 0])
+  np.testing.assert_array_equal(two['decoder_task_ids'], [2, 2, 2, 2, 0])
   np.testing.assert_array_equal(rows[1]['decoder_task_ids'], [1, 1, 1, 0, 0])
 
 
 def test_task_zero_keeps_its_ids_when_packed():
   """Task 0's ids equal the padding value; packing must still keep them."""
   examples = [{'inputs': [4, 1], 'targets': [6, 6, 1], 'task_id': 0},
-              {'inputs': [5, 1], 'targets': [7, 1], 'task_id': 3}]
+              {'inputs': [5, 1], 'targets': [7, 1], 'task_id': 0}]
   converter = HyperPromptEncDecFeatureConverter(pack=True)
   (row,) = converter(_dataset(examples), LENGTHS).as_numpy_iterator()
-  np.testing.assert_array_equal(row['encoder_task_ids'],
-                                [0, 0, 3, 3, 0, 0, 0, 0])
-  np.testing.assert_array_equal(row['decoder_task_ids'], [0, 0, 0, 3, 3])
+  np.testing.assert_array_equal(row['encoder_task_ids'], [0] * 8)
+  np.testing.assert_array_equal(row['encoder_segment_ids'],
+                                [1, 1, 2, 2, 0, 0, 0, 0])
   np.testing.assert_array_equal(row['decoder_segment_ids'], [1, 1, 1, 2, 2])
 
 
@@ -109,3 +112,42 @@ def test_packed_mixture_batches_have_the_right_task_per_segment():
       assert synthetic.SYNTHETIC_TASKS[name].target_fn(inputs) == targets
     assert np.all(row['encoder_task_ids'][row['encoder_segment_ids'] == 0] == 0)
   assert len(seen_ids) > 1
+
+
+def _segments(row):
+  """(task id, input ids, target ids) of every packed example of a row."""
+  for segment in set(row['encoder_segment_ids'].tolist()) - {0}:
+    enc = row['encoder_segment_ids'] == segment
+    dec = row['decoder_segment_ids'] == segment
+    yield (int(row['encoder_task_ids'][enc][0]),
+           tuple(row['encoder_input_tokens'][enc].tolist()),
+           tuple(row['decoder_target_tokens'][dec].tolist()))
+
+
+def test_packing_by_task_keeps_every_example_and_packs_as_densely():
+  """Per-task packing holds exactly the mixture's examples, one task per
+  row, in about as many rows as seqio's packing of the mixed stream."""
+  mixture = seqio.get_mixture_or_task('synthetic_mixture')
+  lengths = {'inputs': 32, 'targets': 32}
+  ds = mixture.get_dataset(lengths, split='validation', shuffle=False, seed=0,
+                           num_epochs=1)
+  rows = list(HyperPromptEncDecFeatureConverter(pack=True)(
+      ds, lengths).as_numpy_iterator())
+  for row in rows:
+    real = row['encoder_segment_ids'] > 0
+    assert len(set(row['encoder_task_ids'][real].tolist())) == 1
+  packed = sorted(s for row in rows for s in _segments(row))
+  unpacked = sorted(
+      (int(row['encoder_task_ids'][0]),
+       tuple(row['encoder_input_tokens'][row['encoder_input_tokens'] > 0]),
+       tuple(row['decoder_target_tokens'][row['decoder_target_tokens'] > 0]))
+      for row in HyperPromptEncDecFeatureConverter(pack=False)(
+          ds, lengths).as_numpy_iterator())
+  assert packed == unpacked and len(unpacked) > 100
+  mixed_rows = sum(1 for _ in seqio.EncDecFeatureConverter(pack=True)(
+      ds.map(lambda f: {'inputs': f['inputs'], 'targets': f['targets']}),
+      lengths))
+  # One partly filled row per task and window at most beyond mixed packing.
+  num_tasks = len(hp_tasks.task_id_map('synthetic_mixture'))
+  windows = -(-len(unpacked) // 32)
+  assert len(rows) <= mixed_rows + num_tasks + windows

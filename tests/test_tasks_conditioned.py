@@ -108,6 +108,7 @@ def test_trainer_data_path_reads_the_mixture(mixture):
   ds = data_lib.get_dataset(
       cfg, feature_converter.HyperPromptEncDecFeatureConverter)
   for batch in ds.take(3).as_numpy_iterator():
-    data_lib.check_task_ids(batch, hp_tasks.num_tasks(_MIXTURE))
+    data_lib.check_task_ids(batch, hp_tasks.num_tasks(_MIXTURE),
+                            one_task_per_row=True)
     assert batch['encoder_task_ids'].shape == (4, 16)
     assert batch['decoder_task_ids'].shape == (4, 8)
