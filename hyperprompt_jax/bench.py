@@ -1,15 +1,17 @@
 r"""Compiled train-step speed, FLOPs and MFU of every task-conditioning variant.
 
   python -m hyperprompt_jax.bench [--size=tiny|d256|small]
-    [--variants=none,global,...] [--rows=packed,unpacked] [--steps=10]
+    [--variants=none,global,...] [--rows=packed,mixed,unpacked] [--steps=10]
     [--rounds=3] [--batch_size=N] [--lengths=INPUTS,TARGETS] [--vocab_size=V]
     [--dtype=float32|bfloat16] [--output=FILE]
 
 For each variant and row layout: the network of gin/models/t5_1_1_<size>.gin
 and gin/variants/<variant>.gin, trained by the standalone `Trainer`
-(Adafactor, data-parallel over all devices) on full random rows, packed as
-training packs them (several examples of random tasks per row) or unpacked
-(one example per row). Every row is compiled first; then `--rounds` rounds
+(Adafactor, data-parallel over all devices) on full random rows: packed as
+training packs them (several examples of one random task per row, routed by
+row), `mixed` (packed examples of random tasks, routed by token:
+ONE_TASK_PER_ROW = False) or unpacked (one example per row); packed and
+unpacked by default. Every row is compiled first; then `--rounds` rounds
 each time every row in turn, so that load on a shared machine falls on all
 rows alike. Only the compiled step is timed, blocking on its results: a row's
 step time is the median over rounds of each round's median of `--steps`
@@ -44,7 +46,8 @@ from hyperprompt_jax import trainer as trainer_lib
 
 NUM_TASKS = 6  # as the synthetic mixture
 EXAMPLES_PER_PACKED_ROW = 4
-ROWS = ('packed', 'unpacked')
+ROWS = ('packed', 'mixed', 'unpacked')
+DEFAULT_ROWS = ('packed', 'unpacked')
 # Side of the square matmul that measures a CPU's (or unknown chip's) peak:
 # large enough that the machine reaches its matmul rate.
 PEAK_MATMUL_SIZE = 2048
@@ -93,13 +96,16 @@ class BenchResult:
 
 
 def build_model(size: str, variant: str, vocab_size: Optional[int] = None,
-                dtype: Optional[str] = None) -> model_lib.EncoderDecoderModel:
+                dtype: Optional[str] = None, rows: str = 'packed'
+                ) -> model_lib.EncoderDecoderModel:
   """The gin-configured network of `size` x `variant`, tokens as vocabulary.
 
-  `vocab_size` and `dtype` override the model file's (None keeps them).
+  `vocab_size` and `dtype` override the model file's (None keeps them);
+  `rows='mixed'` routes packed rows by token (ONE_TASK_PER_ROW = False).
   """
   gin.clear_config()
-  bindings = [f'NUM_TASKS = {NUM_TASKS}']
+  bindings = [f'NUM_TASKS = {NUM_TASKS}',
+              f'ONE_TASK_PER_ROW = {rows != "mixed"}']
   if vocab_size:
     bindings.append(f'network.T5Config.vocab_size = {vocab_size}')
   if dtype:
@@ -123,21 +129,26 @@ def _segments(batch_size: int, length: int, pack: bool):
           np.broadcast_to(positions, (batch_size, length)))
 
 
-def random_batch(shape: Shape, vocab_size: int, pack: bool,
+def random_batch(shape: Shape, vocab_size: int, rows: str,
                  seed: int = 0) -> dict[str, np.ndarray]:
-  """Full rows (no padding) of random tokens.
+  """Full rows (no padding) of random tokens, laid out as `rows` says.
 
   Unpacked rows hold one example of one random task. Packed rows hold
-  `EXAMPLES_PER_PACKED_ROW` equal-length examples, each of a random task,
-  with the segment ids and positions of seqio's packing.
+  `EXAMPLES_PER_PACKED_ROW` equal-length examples, with the segment ids and
+  positions of seqio's packing: of one random task per row (`packed`, as
+  our feature converter packs), or each of a random task (`mixed`).
   """
   rng = np.random.RandomState(seed)
   b = shape.batch_size
+  pack = rows != 'unpacked'
   inputs = rng.randint(2, vocab_size, (b, shape.input_length))
   targets = rng.randint(2, vocab_size, (b, shape.target_length))
   enc_segments, enc_positions = _segments(b, shape.input_length, pack)
   dec_segments, dec_positions = _segments(b, shape.target_length, pack)
+  # Task of each row's segments 1.. (column 0: segment 0, never used).
   tasks = rng.randint(0, NUM_TASKS, (b, EXAMPLES_PER_PACKED_ROW + 1))
+  if rows != 'mixed':
+    tasks[:] = tasks[:, 1:2]
   # Each example's decoder input is its targets shifted right, from 0.
   shifted = np.where(dec_positions == 0, 0, np.roll(targets, 1, axis=1))
   batch = {
@@ -242,9 +253,8 @@ class _Row:
 def _compile_row(size: str, variant: str, rows: str, shape: Shape,
                  dtype: Optional[str]) -> _Row:
   """Builds and compiles the train step of one variant on one row layout."""
-  model = build_model(size, variant, shape.vocab_size, dtype)
-  host_batch = random_batch(shape, model.module.config.vocab_size,
-                            rows == 'packed')
+  model = build_model(size, variant, shape.vocab_size, dtype, rows)
+  host_batch = random_batch(shape, model.module.config.vocab_size, rows)
   trainer = build_trainer(model, host_batch)
   state = trainer.init_state()
   batch = data.to_global(host_batch, trainer.batch_sharding)
@@ -366,8 +376,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   add_shape_flags(parser)
   parser.add_argument('--variants', default=','.join(hyperprompt_config.VARIANTS),
                       help='comma-separated variants')
-  parser.add_argument('--rows', default=','.join(ROWS),
-                      help='packed, unpacked or both')
+  parser.add_argument('--rows', default=','.join(DEFAULT_ROWS),
+                      help='comma-separated: packed, mixed, unpacked')
   parser.add_argument('--rounds', type=int, default=3,
                       help='timed rounds over all rows (median)')
   parser.add_argument('--output', default=None, help='write JSON here')

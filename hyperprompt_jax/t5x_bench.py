@@ -1,7 +1,7 @@
 r"""Our train step beside t5x's own, on the same network and batch.
 
   python -m hyperprompt_jax.t5x_bench [--size=tiny|d256|small]
-    [--variants=none,global] [--rows=packed,unpacked] [--steps=10]
+    [--variants=none,global] [--rows=packed,mixed,unpacked] [--steps=10]
     [--rounds=3] [--batch_size=N] [--lengths=INPUTS,TARGETS]
     [--whole_run_steps=N] [--output=FILE]
 
@@ -104,9 +104,8 @@ def t5x_train_step(model, host_batch):
 def side_by_side(size: str, variant: str, rows: str, shape: bench.Shape,
                  dtype: str, steps: int, rounds: int) -> SideBySide:
   """Alternates `rounds` timings of our compiled step and t5x's."""
-  model = bench.build_model(size, variant, shape.vocab_size, dtype)
-  host_batch = bench.random_batch(shape, model.module.config.vocab_size,
-                                  rows == 'packed')
+  model = bench.build_model(size, variant, shape.vocab_size, dtype, rows)
+  host_batch = bench.random_batch(shape, model.module.config.vocab_size, rows)
   trainer = bench.build_trainer(model, host_batch)
   ours_state = trainer.init_state()
   ours_batch = data.to_global(host_batch, trainer.batch_sharding)
@@ -195,8 +194,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   bench.add_shape_flags(parser)
   parser.add_argument('--variants', default='none,global',
                       help='comma-separated variants')
-  parser.add_argument('--rows', default=','.join(bench.ROWS),
-                      help='packed, unpacked or both')
+  parser.add_argument('--rows', default=','.join(bench.DEFAULT_ROWS),
+                      help='comma-separated: packed, mixed, unpacked')
   parser.add_argument('--rounds', type=int, default=3,
                       help='alternating timing rounds (median)')
   parser.add_argument('--whole_run_steps', type=int, default=0,
@@ -223,7 +222,7 @@ def main(argv: Sequence[str]) -> None:
   results = []
   for variant in variants:
     for layout in rows:
-      if layout == 'packed' and not hyperprompt_config.pack_examples(
+      if layout != 'unpacked' and not hyperprompt_config.pack_examples(
           hyperprompt_config.HyperPromptConfig(variant=variant)):
         continue
       results.append(side_by_side(args.size, variant, layout, shape, dtype,

@@ -15,8 +15,9 @@ SHAPE = bench.Shape(batch_size=2, input_length=8, target_length=4,
                     vocab_size=384)
 
 
-def test_packed_rows_hold_examples_of_their_own_tasks():
-  batch = bench.random_batch(SHAPE, 384, pack=True)
+@pytest.mark.parametrize('rows', ['packed', 'mixed'])
+def test_packed_rows_hold_examples_of_their_own_tasks(rows):
+  batch = bench.random_batch(SHAPE, 384, rows, seed=1)
   segments = batch['decoder_segment_ids']
   assert segments.tolist() == [[1, 2, 3, 4]] * 2
   assert batch['encoder_segment_ids'].tolist() == [[1, 1, 2, 2, 3, 3, 4, 4]] * 2
@@ -27,13 +28,19 @@ def test_packed_rows_hold_examples_of_their_own_tasks():
                           batch['encoder_task_ids'][row]))
     assert [by_segment[s] for s in segments[row]] == list(
         batch['decoder_task_ids'][row])
+  # `packed` rows hold one task each, as our feature converter packs them.
+  tasks_per_row = [len(set(ids)) for ids in batch['encoder_task_ids'].tolist()]
+  if rows == 'packed':
+    assert tasks_per_row == [1, 1]
+  else:
+    assert max(tasks_per_row) > 1
   # Decoder inputs: each example's targets shifted right from 0.
   starts = batch['decoder_positions'] == 0
   assert np.all(batch['decoder_input_tokens'][starts] == 0)
   targets, inputs = batch['decoder_target_tokens'], batch['decoder_input_tokens']
   np.testing.assert_array_equal(inputs[:, 1:][~starts[:, 1:]],
                                 targets[:, :-1][~starts[:, 1:]])
-  unpacked = bench.random_batch(SHAPE, 384, pack=False)
+  unpacked = bench.random_batch(SHAPE, 384, 'unpacked')
   assert 'encoder_segment_ids' not in unpacked
   assert np.all(unpacked['encoder_task_ids'] == unpacked['encoder_task_ids'][:, :1])
 
@@ -43,16 +50,18 @@ def test_bench_reports_flops_and_mfu_for_both_row_layouts(tmp_path, capsys,
   # A smaller peak matmul: nine peak readings, each in milliseconds.
   monkeypatch.setattr(bench, 'PEAK_MATMUL_SIZE', 512)
   out = tmp_path / 'bench.json'
-  bench.main(['--variants=none,global', '--steps=1', '--rounds=2',
-              '--batch_size=2', '--lengths=8,4', f'--output={out}'])
+  bench.main(['--variants=none,global', '--rows=packed,mixed,unpacked',
+              '--steps=1', '--rounds=2', '--batch_size=2', '--lengths=8,4',
+              f'--output={out}'])
   report = json.loads(out.read_text())
   assert (report['batch_size'], report['input_length'],
           report['target_length'], report['dtype'],
           report['rounds']) == (2, 8, 4, 'float32', 2)
   assert report['peak_source'] == '512^2 float32 matmul, measured'
   results = {(r['variant'], r['rows']): r for r in report['results']}
-  assert sorted(results) == [('global', 'packed'), ('global', 'unpacked'),
-                             ('none', 'packed'), ('none', 'unpacked')]
+  assert sorted(results) == [
+      (variant, rows) for variant in ('global', 'none')
+      for rows in ('mixed', 'packed', 'unpacked')]
   for r in results.values():
     for key in ('compile_seconds', 'step_seconds', 'flops_per_step'):
       assert math.isfinite(r[key]) and r[key] > 0, key
@@ -62,13 +71,13 @@ def test_bench_reports_flops_and_mfu_for_both_row_layouts(tmp_path, capsys,
     assert r['peak_flops_per_second'] > 1e8
     assert math.isclose(r['mfu'], r['flops_per_second']
                         / r['peak_flops_per_second'])
-  # Prompts add work: more FLOPs in every layout, most where packed rows
-  # score every task's slots.
-  for rows in ('packed', 'unpacked'):
-    assert (results['global', rows]['flops_per_step']
-            > results['none', rows]['flops_per_step'])
-  assert (results['global', 'packed']['flops_per_step']
-          > results['global', 'unpacked']['flops_per_step'])
+  # Prompts add work: more FLOPs in every layout, most where rows of mixed
+  # tasks score every task's slots, whereas `none` routes nothing.
+  flops = {key: r['flops_per_step'] for key, r in results.items()}
+  for rows in ('packed', 'mixed', 'unpacked'):
+    assert flops['global', rows] > flops['none', rows]
+  assert flops['global', 'mixed'] > flops['global', 'packed']
+  assert math.isclose(flops['none', 'mixed'], flops['none', 'packed'])
   table = capsys.readouterr().out
   assert 'MFU' in table and 'vs none' in table
 
