@@ -260,13 +260,16 @@ class DecoderLayer(nn.Module):
         cache length when decoding).
       prompts: this layer's `attention.Prompts`; None on cached decoding
         steps, which read the ones the cache-initialising call stored.
-      adapters: this layer's `adapter.RoutedAdapters`, or None.
+      adapters: this layer's `adapter.RoutedAdapters` (None on cached
+        decoding steps, as `prompts`), or None.
     """
     cfg, deterministic = self.config, self.deterministic
-    adapted = lambda position, block: _adapted(
-        self.hyperprompt, adapters, position, block, deterministic)
     if self.decode and self.hyperprompt.conditions_decoder:
       prompts = self._decoding_prompts(prompts)
+    if self.decode and self.hyperprompt.adapts_decoder:
+      adapters = self._decoding_adapters(adapters)
+    adapted = lambda position, block: _adapted(
+        self.hyperprompt, adapters, position, block, deterministic)
     x = _residual(
         cfg, 'pre_self_attention_layer_norm',
         adapted('attention', lambda y: _attention(cfg, 'self_attention')(
@@ -296,6 +299,23 @@ class DecoderLayer(nn.Module):
     self.put_variable('cache', 'prompt_key', prompts.key)
     self.put_variable('cache', 'prompt_value', prompts.value)
     return prompts
+
+  def _decoding_adapters(self, adapters):
+    """This layer's adapter kernels, cached per row like its prompts.
+
+    The cache-initialising call stores each row's kernels batch first,
+    `adapter_down` `[batch, positions, embed, a]` and `adapter_up`
+    `[batch, positions, a, embed]`; cached steps read them back instead of
+    generating every task's kernels again.
+    """
+    if self.has_variable('cache', 'adapter_down'):
+      return adapter.RoutedAdapters(
+          jnp.moveaxis(self.get_variable('cache', 'adapter_down'), 0, 1),
+          jnp.moveaxis(self.get_variable('cache', 'adapter_up'), 0, 1))
+    for name, kernels in (('adapter_down', adapters.down),
+                          ('adapter_up', adapters.up)):
+      self.put_variable('cache', name, jnp.moveaxis(kernels, 1, 0))
+    return adapters
 
 
 def _routing_task_ids(task_ids, name: str, packed: bool,
@@ -407,7 +427,8 @@ class Decoder(nn.Module):
     if self.hyperprompt.conditions_decoder and not cached_step:
       prompts = self._prompts(decoder_task_ids, packed and not decode,
                               deterministic)
-    adapters = self._adapters(decoder_task_ids, packed, decode)
+    adapters = None if cached_step else self._adapters(
+        decoder_task_ids, packed and not decode)
     length = max_decode_length if decode and max_decode_length else (
         y.shape[-2])
     bias = rel_emb(length, length, False)
@@ -435,19 +456,13 @@ class Decoder(nn.Module):
         deterministic)
     return prompt_generator.route_prompts(keys, values, tasks)
 
-  def _adapters(self, decoder_task_ids, packed, decode):
-    """Routed decoder adapters; cached steps read each row's task id."""
+  def _adapters(self, decoder_task_ids, packed):
+    """Every layer's routed decoder adapters (decoded rows are unpacked:
+    each row gets its own task's kernels, which the layers cache)."""
     cfg, hp = self.config, self.hyperprompt
     if not hp.adapts_decoder:
       return None
-    if decode and self.has_variable('cache', 'adapter_task_ids'):
-      # A cached step: one token per row, of the row's task.
-      tasks = self.get_variable('cache', 'adapter_task_ids')
-    else:
-      tasks = _routing_task_ids(decoder_task_ids, 'decoder_task_ids',
-                                packed and not decode, hp)
-      if decode:
-        self.put_variable('cache', 'adapter_task_ids', tasks)
+    tasks = _routing_task_ids(decoder_task_ids, 'decoder_task_ids', packed, hp)
     return _routed_adapters(cfg, hp, cfg.num_decoder_layers, tasks)
 
 

@@ -151,9 +151,12 @@ class HyperPromptEncoderDecoderModel(models.EncoderDecoderModel):
                          "`decoder_params['decode_rng']`; pass only one.")
       decoder_params['decode_rng'] = rng
     decoder_params.setdefault('eos_id', self.output_vocabulary.eos_id or 1)
+    # Scanned layers keep their cache `[layers, batch, ...]`.
     decodes, scores = self._decode_fn(
         inputs=prompt, cache=cache, tokens_to_logits=tokens_ids_to_logits,
-        num_decodes=num_decodes, **decoder_params)
+        num_decodes=num_decodes,
+        cache_offset=1 if self.module.config.scan_layers else 0,
+        **decoder_params)
     if return_all_decodes:
       return decodes, {'scores': scores}
     return decodes[:, -1, :], {'scores': scores[:, -1]}

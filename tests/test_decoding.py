@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import seqio
 
+from hyperprompt_jax import adapter
 from hyperprompt_jax import decoding
 from hyperprompt_jax import model as model_lib
 import tiny_models as tm
@@ -86,7 +87,10 @@ def test_cached_decoding_logits_equal_the_full_pass(variant):
 
   cached, cache = cached_logits(params)
   if variant in tm.ADAPTER_VARIANTS:
-    np.testing.assert_array_equal(cache['decoder']['adapter_task_ids'], [0, 2])
+    # Each layer caches its rows' kernels batch first, as beam search tiles.
+    down = cache['decoder']['layers_0']['adapter_down']
+    assert down.shape[:2] == (2, len(adapter.POSITIONS))  # [batch, pos, ...]
+    assert not np.array_equal(down[0], down[1])  # tasks 0 and 2
   np.testing.assert_allclose(cached, full, rtol=1e-4, atol=1e-5)
 
 

@@ -1,5 +1,6 @@
 """The t5x model subclass: task ids reach loss, scoring and t5x decoding."""
 
+import dataclasses
 import sys
 
 import jax
@@ -8,6 +9,7 @@ import pytest
 import seqio
 
 from hyperprompt_jax import model as model_lib
+from hyperprompt_jax import scan_conversion
 from tests import tiny_models
 
 
@@ -18,12 +20,14 @@ def test_import_without_t5x_says_how_to_install(monkeypatch):
     import hyperprompt_jax.t5x_model  # pylint: disable=g-import-not-at-top,unused-import
 
 
-def _models(variant):
-  """The same network as a t5x model and as our standalone model."""
+def _models(variant, **config):
+  """The same network as a t5x model and as our standalone model; `config`
+  overrides fields of its `T5Config`."""
   from t5x import adafactor  # pylint: disable=g-import-not-at-top
   from t5x import decoding  # pylint: disable=g-import-not-at-top
   from hyperprompt_jax import t5x_model  # pylint: disable=g-import-not-at-top
   module = tiny_models.transformer(variant)
+  module = module.clone(config=dataclasses.replace(module.config, **config))
   vocab = seqio.PassThroughVocabulary(tiny_models.VOCAB, eos_id=1)
   t5x = t5x_model.HyperPromptEncoderDecoderModel(
       module, vocab, vocab, adafactor.Adafactor(),
@@ -84,3 +88,24 @@ def test_t5x_beam_search_returns_every_beam_per_task():
   other_scores = t5x.predict_batch_with_aux(
       params, other, num_decodes=3, return_all_decodes=True)[1]['scores']
   assert not np.allclose(other_scores, aux['scores'])
+
+
+@pytest.mark.t5x
+@pytest.mark.parametrize('variant', ['global', 'hyperformer'])
+def test_t5x_beam_search_of_scanned_layers_equals_unscanned(variant):
+  """t5x's beam search over the scanned cache (`[layers, batch, ...]`, prompts
+  and adapter kernels included) decodes as the unscanned model does."""
+  from t5x import decoding  # pylint: disable=g-import-not-at-top
+  models = [_models(variant, scan_layers=scanned)[0]
+            for scanned in (False, True)]
+  batch = tiny_models.unpacked_batch(task_ids=(0, 2))
+  params = _init(models[0], batch)
+  results = []
+  for model, p in zip(models, (params, scan_conversion.scan_params(params))):
+    model._decode_fn = decoding.beam_search  # pylint: disable=protected-access
+    results.append(model.predict_batch_with_aux(
+        p, batch, num_decodes=3, return_all_decodes=True))
+  (decodes, aux), (scanned_decodes, scanned_aux) = results
+  np.testing.assert_array_equal(scanned_decodes, decodes)
+  np.testing.assert_allclose(scanned_aux['scores'], aux['scores'], rtol=1e-5,
+                             atol=1e-5)
