@@ -227,12 +227,10 @@ def _tensorstore_array(spec: Dict[str, Any]) -> LazyArray:
                    lambda index: store[index].read().result())
 
 
-def _msgpack_spec(spec: Dict[str, Any], ckpt_dir: str) -> Dict[str, Any]:
-  """A TensorStore spec saved by t5x, resolved against `ckpt_dir`."""
+def resolve_spec(spec: Dict[str, Any], ckpt_dir: str) -> Dict[str, Any]:
+  """A TensorStore spec as t5x stores it (path relative to its checkpoint
+  directory) made absolute against `ckpt_dir` (local or `gs://`)."""
   spec = copy.deepcopy(spec)
-  # Like t5x: chunking and compression are read from the array itself.
-  for key in ('chunks', 'compressor'):
-    spec['metadata'].pop(key, None)
   kvstore = spec['kvstore']
   if m := re.fullmatch(r'gs://([^/]*)/(.*)', ckpt_dir):
     kvstore.update(driver='gcs', bucket=m[1])
@@ -243,6 +241,15 @@ def _msgpack_spec(spec: Dict[str, Any], ckpt_dir: str) -> Dict[str, Any]:
   # tensorstore < 0.1.14 wrote the relative path outside the kvstore.
   holder = kvstore if 'path' in kvstore else spec
   holder['path'] = os.path.join(ckpt_dir, holder['path'])
+  return spec
+
+
+def _msgpack_spec(spec: Dict[str, Any], ckpt_dir: str) -> Dict[str, Any]:
+  """A TensorStore spec saved by t5x, resolved against `ckpt_dir`, to read."""
+  spec = resolve_spec(spec, ckpt_dir)
+  # Like t5x: chunking and compression are read from the array itself.
+  for key in ('chunks', 'compressor'):
+    spec['metadata'].pop(key, None)
   return spec
 
 

@@ -57,8 +57,9 @@ def check_backbone_restored(ckpt_state, state, *, is_resuming: bool = False):
       raise ValueError(
           f'The model has scanned layers ({scanned[0]}) but the checkpoint '
           'unscanned ones (layers_0, ...); t5x cannot restore one into the '
-          'other: train with network.T5Config.scan_layers = False, or convert '
-          'the checkpoint (hyperprompt_jax.scan_conversion).')
+          'other: convert the checkpoint (python -m '
+          'hyperprompt_jax.convert_checkpoint --layers=scanned) or train with '
+          'network.T5Config.scan_layers = False.')
     raise ValueError(
         f'The checkpoint lacks backbone parameter {missing[0]} ({len(missing)} '
         'missing); is it a T5.1.1 checkpoint of the model size?')

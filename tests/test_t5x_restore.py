@@ -57,5 +57,6 @@ def test_unscanned_checkpoint_for_a_scanned_model_says_so():
   layer = {'mlp': {'wo': {'kernel': 1}}}
   state = {'target': {'encoder': {'layers': layer}}, 'state': {'step': 0}}
   ckpt = {'target': {'encoder': {'layers_0': layer}}, 'state': {'step': 0}}
-  with pytest.raises(ValueError, match='scanned layers .*scan_layers'):
+  with pytest.raises(ValueError, match='scanned layers .*convert_checkpoint '
+                     '--layers=scanned'):
     t5x_restore.check_backbone_restored(ckpt, state)

@@ -12,7 +12,9 @@ import pytest
 from flax import traverse_util
 
 from hyperprompt_jax import checkpoint_import
+from hyperprompt_jax import convert_checkpoint
 from hyperprompt_jax import partitioning
+from hyperprompt_jax import scan_conversion
 
 GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / 'gin'
 VARIANTS = ('none', 'share', 'sep', 'global', 'direct', 'prompt_tuning')
@@ -72,6 +74,35 @@ def test_t5x_restores_plain_checkpoint_with_fresh_hyperprompts(tmp_path):
   assert all(partitioning.is_conditioning_param(p)
              for p in tuned.keys() - plain.keys())
   assert all(np.std(v) > 0 for v in fresh if v.size > 1 and v.ndim > 1)
+
+
+@pytest.mark.t5x
+def test_t5x_scanned_run_starts_from_a_converted_plain_checkpoint(tmp_path):
+  """A plain (unscanned) checkpoint, converted, restores into a model with
+  scanned layers; the converter takes the run's checkpoint back."""
+  t5x_train(tmp_path / 'plain', 'none')
+  plain = checkpoint_import.read_t5x_checkpoint(
+      tmp_path / 'plain' / 'checkpoint_2')
+  convert_checkpoint.convert(tmp_path / 'plain' / 'checkpoint_2',
+                             tmp_path / 'scanned' / 'checkpoint_2', 'scanned')
+  t5x_train(tmp_path / 'global', 'global',
+            f"INITIAL_CHECKPOINT_PATH='{tmp_path}/scanned/checkpoint_2'",
+            'network.T5Config.scan_layers=True', 'TRAIN_STEPS=3',
+            'utils.SaveCheckpointConfig.period=1',
+            'utils.create_learning_rate_scheduler.base_learning_rate=0.0')
+  tuned = _params(tmp_path / 'global' / 'checkpoint_3')
+  assert ('encoder', 'layers', 'mlp', 'wo', 'kernel') in tuned
+  for path, value in traverse_util.flatten_dict(
+      scan_conversion.scan_params(plain)).items():
+    np.testing.assert_allclose(tuned[path], value, rtol=1e-5, atol=1e-7,
+                               err_msg='/'.join(path))
+  convert_checkpoint.convert(tmp_path / 'global' / 'checkpoint_3',
+                             tmp_path / 'back' / 'checkpoint_3', 'unscanned')
+  back = _params(tmp_path / 'back' / 'checkpoint_3')
+  assert back.keys() == traverse_util.flatten_dict(
+      scan_conversion.unscan_params(
+          traverse_util.unflatten_dict(tuned))).keys()
+  assert ('encoder', 'layers_1', 'mlp', 'wo', 'kernel') in back
 
 
 @pytest.mark.t5x
