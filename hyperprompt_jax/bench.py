@@ -7,13 +7,13 @@ r"""Compiled train-step speed, FLOPs and MFU of every task-conditioning variant.
 
 For each variant and row layout: the network of gin/models/t5_1_1_<size>.gin
 and gin/variants/<variant>.gin, trained by the standalone `Trainer`
-(Adafactor, data-parallel over all devices) on full random rows: packed as
-training packs them (several examples of one random task per row, routed by
-row), `mixed` (packed examples of random tasks, routed by token:
-ONE_TASK_PER_ROW = False) or unpacked (one example per row); packed and
-unpacked by default. Every row is compiled first; then `--rounds` rounds
-each time every row in turn, so that load on a shared machine falls on all
-rows alike. Only the compiled step is timed, blocking on its results: a row's
+(Adafactor, data-parallel over all devices) on full random rows: `mixed` as
+training packs them by default (several examples of random tasks per row,
+routed by token: ONE_TASK_PER_ROW = False), `packed` as it packs them with
+ONE_TASK_PER_ROW = True (several examples of one random task per row, routed
+by row) or `unpacked` (one example per row); all three by default. Every
+row is compiled first; then `--rounds` rounds each time every row in turn,
+so that load on a shared machine falls on all rows alike. Only the compiled step is timed, blocking on its results: a row's
 step time is the median over rounds of each round's median of `--steps`
 steps, reported beside the FLOPs of one step (XLA's cost analysis, all
 devices), the achieved FLOP/s and the MFU: achieved FLOP/s over a peak
@@ -47,7 +47,7 @@ from hyperprompt_jax import trainer as trainer_lib
 NUM_TASKS = 6  # as the synthetic mixture
 EXAMPLES_PER_PACKED_ROW = 4
 ROWS = ('packed', 'mixed', 'unpacked')
-DEFAULT_ROWS = ('packed', 'unpacked')
+DEFAULT_ROWS = ROWS
 # Side of the square matmul that measures a CPU's (or unknown chip's) peak:
 # large enough that the machine reaches its matmul rate.
 PEAK_MATMUL_SIZE = 2048
@@ -136,7 +136,8 @@ def random_batch(shape: Shape, vocab_size: int, rows: str,
   Unpacked rows hold one example of one random task. Packed rows hold
   `EXAMPLES_PER_PACKED_ROW` equal-length examples, with the segment ids and
   positions of seqio's packing: of one random task per row (`packed`, as
-  our feature converter packs), or each of a random task (`mixed`).
+  our feature converter packs with `one_task_per_row`), or each of a random
+  task (`mixed`, as it packs by default).
   """
   rng = np.random.RandomState(seed)
   b = shape.batch_size

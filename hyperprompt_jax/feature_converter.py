@@ -5,7 +5,7 @@ before packing, so packing concatenates ids exactly like the tokens they
 belong to and every token of a packed row knows its own example's task.
 Padding positions get id 0 (segment id 0 tells them apart from task 0).
 
-With `one_task_per_row` (the default), packing keeps the tasks apart:
+With `one_task_per_row` (off by default), packing keeps the tasks apart:
 examples are grouped by task into windows as long as seqio's packing chunks
 (the longest feature length), and each window is packed on its own, so every
 packed row holds examples of one task and the network routes it by row
@@ -15,8 +15,9 @@ within a window's span changes. Rows of one task pack less densely where a
 task's examples have similar lengths (the synthetic mixture needs 7% more
 rows at lengths 32/16), the price of sparing every row all tasks' prompts.
 
-Example, task feature lengths {'inputs': 8, 'targets': 5}, pack=True (the
-input ends before a window fills, so both windows are packed then):
+Example, task feature lengths {'inputs': 8, 'targets': 5}, pack=True,
+one_task_per_row=True (the input ends before a window fills, so both
+windows are packed then):
 
   [{'inputs': [7, 8, 1], 'targets': [3, 1], 'task_id': 2},
    {'inputs': [4, 9, 5, 1], 'targets': [6, 1], 'task_id': 0},
@@ -51,7 +52,7 @@ class HyperPromptEncDecFeatureConverter(seqio.EncDecFeatureConverter):
   [encoder_length] and `decoder_task_ids` [decoder_length], int32.
   """
 
-  def __init__(self, *args, one_task_per_row: bool = True, **kwargs):
+  def __init__(self, *args, one_task_per_row: bool = False, **kwargs):
     """seqio's arguments, and whether packed rows hold one task each."""
     super().__init__(*args, **kwargs)
     self.one_task_per_row = one_task_per_row

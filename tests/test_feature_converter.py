@@ -27,7 +27,8 @@ EXAMPLES = [{'inputs': [7, 8, 1], 'targets': [3, 1], 'task_id': 2},
 
 def test_packed_rows_hold_one_task_each():
   examples = [*EXAMPLES, {'inputs': [6, 1], 'targets': [5, 1], 'task_id': 2}]
-  converter = HyperPromptEncDecFeatureConverter(pack=True)
+  converter = HyperPromptEncDecFeatureConverter(pack=True,
+                                               one_task_per_row=True)
   rows = {int(row['encoder_task_ids'][0]): row for row in
           converter(_dataset(examples), LENGTHS).as_numpy_iterator()}
   assert sorted(rows) == [0, 1, 2]
@@ -131,8 +132,8 @@ def test_packing_by_task_keeps_every_example_and_packs_as_densely():
   lengths = {'inputs': 32, 'targets': 32}
   ds = mixture.get_dataset(lengths, split='validation', shuffle=False, seed=0,
                            num_epochs=1)
-  rows = list(HyperPromptEncDecFeatureConverter(pack=True)(
-      ds, lengths).as_numpy_iterator())
+  rows = list(HyperPromptEncDecFeatureConverter(
+      pack=True, one_task_per_row=True)(ds, lengths).as_numpy_iterator())
   for row in rows:
     real = row['encoder_segment_ids'] > 0
     assert len(set(row['encoder_task_ids'][real].tolist())) == 1

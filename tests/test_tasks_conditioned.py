@@ -1,5 +1,7 @@
 """Bring your own seqio tasks: id-carrying copies and their mixture."""
 
+import functools
+
 import gin
 import numpy as np
 import pytest
@@ -105,8 +107,9 @@ def test_trainer_data_path_reads_the_mixture(mixture):
   del mixture
   cfg = data_lib.DatasetConfig(_MIXTURE, {'inputs': 16, 'targets': 8},
                                batch_size=4)
-  ds = data_lib.get_dataset(
-      cfg, feature_converter.HyperPromptEncDecFeatureConverter)
+  ds = data_lib.get_dataset(cfg, functools.partial(
+      feature_converter.HyperPromptEncDecFeatureConverter,
+      one_task_per_row=True))
   for batch in ds.take(3).as_numpy_iterator():
     data_lib.check_task_ids(batch, hp_tasks.num_tasks(_MIXTURE),
                             one_task_per_row=True)
