@@ -325,10 +325,14 @@ def plan_topology(run: str, settings: dict[str, Any], topology: Topology,
   except jax.errors.JaxRuntimeError as e:
     # libtpu refuses some very large unrolled programs outright (XXL with
     # 48 unrolled layers: 'Invalid TPU program').
+    scanned = settings['model'].module.config.scan_layers
+    hint = ('fewer examples per chip (BATCH_SIZE, or a larger slice); the '
+            'layers are already scanned' if scanned else
+            '--gin.network.T5Config.scan_layers=True')
     raise ValueError(
         f'the compiler refused the train step of {run} for {topology.name} '
         f'({errors.first_line(e)}): make the program smaller, e.g. '
-        '--gin.network.T5Config.scan_layers=True') from e
+        f'{hint}') from e
   compile_seconds = time.perf_counter() - start
   flops = _flops(compiled)
   if loop_free_settings is not None:

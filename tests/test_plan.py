@@ -95,15 +95,21 @@ def test_bad_topologies_and_meshes_give_one_line(monkeypatch, capsys):
     assert 'libtpu is not installed' in message
 
 
-def test_a_compile_the_compiler_refuses_is_one_line(monkeypatch, capsys):
+@pytest.mark.parametrize('scanned, hint', [
+    (False, '--gin.network.T5Config.scan_layers=True'),
+    (True, 'fewer examples per chip (BATCH_SIZE, or a larger slice); the '
+     'layers are already scanned')])
+def test_a_compile_the_compiler_refuses_is_one_line(monkeypatch, capsys,
+                                                     scanned, hint):
   def refuse(*args, **kwargs):
     raise jax.errors.JaxRuntimeError('INVALID_ARGUMENT: Invalid TPU program.')
   monkeypatch.setattr(jax.stages.Lowered, 'compile', refuse)
-  message = _one_line_error([*TINY_RUN, '--topology=cpu:1'], monkeypatch,
-                            capsys)
+  message = _one_line_error(
+      [*TINY_RUN, '--topology=cpu:1',
+       f'--gin.network.T5Config.scan_layers={scanned}'], monkeypatch, capsys)
   assert ('the compiler refused the train step of synthetic_global_tiny for '
           'cpu:1 (INVALID_ARGUMENT: Invalid TPU program.): make the program '
-          'smaller, e.g. --gin.network.T5Config.scan_layers=True') in message
+          f'smaller, e.g. {hint}') in message
 
 
 @pytest.mark.parametrize('run', sorted(
