@@ -11,11 +11,12 @@ and gin/variants/<variant>.gin, trained by the standalone `Trainer`
 training packs them by default (several examples of random tasks per row,
 routed by token: ONE_TASK_PER_ROW = False), `packed` as it packs them with
 ONE_TASK_PER_ROW = True (several examples of one random task per row, routed
-by row) or `unpacked` (one example per row); all three by default. Every
-row is compiled first; then `--rounds` rounds each time every row in turn,
-so that load on a shared machine falls on all rows alike. Only the compiled step is timed, blocking on its results: a row's
-step time is the median over rounds of each round's median of `--steps`
-steps, reported beside the FLOPs of one step (XLA's cost analysis, all
+by row) or `unpacked` (one example per row); all three by default (prompt
+tuning: unpacked only). Every row is compiled first; then `--rounds` rounds
+each time every row in turn, so that load on a shared machine falls on all
+rows alike. Only the compiled step is timed, blocking on its results: a
+row's step time is the median over rounds of each round's median of
+`--steps` steps, reported beside the FLOPs of one step (XLA's cost analysis, all
 devices), the achieved FLOP/s and the MFU: achieved FLOP/s over a peak
 measured on the same devices just before each round of the row (a large
 matmul in the run's dtype, median of 10), or the chip's bf16 peak for known
@@ -47,7 +48,6 @@ from hyperprompt_jax import trainer as trainer_lib
 NUM_TASKS = 6  # as the synthetic mixture
 EXAMPLES_PER_PACKED_ROW = 4
 ROWS = ('packed', 'mixed', 'unpacked')
-DEFAULT_ROWS = ROWS
 # Side of the square matmul that measures a CPU's (or unknown chip's) peak:
 # large enough that the machine reaches its matmul rate.
 PEAK_MATMUL_SIZE = 2048
@@ -95,8 +95,8 @@ class BenchResult:
   peak_memory_bytes: Optional[int]
 
 
-def build_model(size: str, variant: str, vocab_size: Optional[int] = None,
-                dtype: Optional[str] = None, rows: str = 'packed'
+def build_model(size: str, variant: str, vocab_size: Optional[int],
+                dtype: Optional[str], rows: str
                 ) -> model_lib.EncoderDecoderModel:
   """The gin-configured network of `size` x `variant`, tokens as vocabulary.
 
@@ -115,6 +115,13 @@ def build_model(size: str, variant: str, vocab_size: Optional[int] = None,
   module = gin.get_configurable(network.Transformer)()
   vocabulary = seqio.PassThroughVocabulary(module.config.vocab_size)
   return model_lib.EncoderDecoderModel(module, vocabulary, vocabulary)
+
+
+def measured(variant: str, rows: str) -> bool:
+  """Whether `variant` trains on `rows`: prompt tuning prepends its prompts
+  to whole rows, so it is never packed."""
+  return rows == 'unpacked' or hyperprompt_config.pack_examples(
+      hyperprompt_config.HyperPromptConfig(variant=variant))
 
 
 def _segments(batch_size: int, length: int, pack: bool):
@@ -377,7 +384,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   add_shape_flags(parser)
   parser.add_argument('--variants', default=','.join(hyperprompt_config.VARIANTS),
                       help='comma-separated variants')
-  parser.add_argument('--rows', default=','.join(DEFAULT_ROWS),
+  parser.add_argument('--rows', default=','.join(ROWS),
                       help='comma-separated: packed, mixed, unpacked')
   parser.add_argument('--rounds', type=int, default=3,
                       help='timed rounds over all rows (median)')
@@ -399,9 +406,7 @@ def main(argv: Sequence[str]) -> None:
         flush=True)
   rows = [_compile_row(args.size, variant, layout, shape, dtype)
           for variant in variants for layout in layouts
-          # Prompt tuning prepends its prompts to whole rows: never packed.
-          if layout == 'unpacked' or hyperprompt_config.pack_examples(
-              hyperprompt_config.HyperPromptConfig(variant=variant))]
+          if measured(variant, layout)]
   # Rounds alternate the rows, so that load on a shared machine falls on
   # every row alike.
   for _ in range(args.rounds):

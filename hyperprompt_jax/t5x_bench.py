@@ -194,7 +194,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   bench.add_shape_flags(parser)
   parser.add_argument('--variants', default='none,global',
                       help='comma-separated variants')
-  parser.add_argument('--rows', default=','.join(bench.DEFAULT_ROWS),
+  parser.add_argument('--rows', default=','.join(bench.ROWS),
                       help='comma-separated: packed, mixed, unpacked')
   parser.add_argument('--rounds', type=int, default=3,
                       help='alternating timing rounds (median)')
@@ -222,8 +222,7 @@ def main(argv: Sequence[str]) -> None:
   results = []
   for variant in variants:
     for layout in rows:
-      if layout != 'unpacked' and not hyperprompt_config.pack_examples(
-          hyperprompt_config.HyperPromptConfig(variant=variant)):
+      if not bench.measured(variant, layout):
         continue
       results.append(side_by_side(args.size, variant, layout, shape, dtype,
                                   args.steps, args.rounds))
