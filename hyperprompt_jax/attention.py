@@ -128,14 +128,34 @@ def _dropout(weights, rng, rate):
                     / jnp.asarray(keep_prob, weights.dtype))
 
 
+def _prepend_slots(prompts: Prompts, key, value, mask, bias):
+  """`[slots; tokens]` keys and values of rows of one task.
+
+  The mask and bias widen to match: every slot visible, unbiased.
+  """
+  slots = prompts.key.shape[1]
+  key = jnp.concatenate([prompts.key.astype(key.dtype), key], axis=1)
+  value = jnp.concatenate([prompts.value.astype(value.dtype), value], axis=1)
+  widen = lambda x: [(0, 0)] * (x.ndim - 1) + [(slots, 0)]
+  if mask is not None:
+    mask = jnp.broadcast_to(mask, mask.shape[:-1] + (key.shape[1] - slots,))
+    mask = jnp.pad(mask, widen(mask), constant_values=True)
+  if bias is not None:
+    bias = jnp.pad(bias, widen(bias))
+  return key, value, mask, bias
+
+
 def dot_product_attention(query, key, value, mask=None, bias=None,
                           prompts=None, dropout_rng=None, dropout_rate=0.0,
                           deterministic=True, dtype=jnp.float32,
-                          float32_logits=False):
-  """Softmax attention over `[prompts; keys]`, as two blocks.
+                          float32_logits=False, concatenate_prompts=True):
+  """Softmax attention over `[prompts; keys]`.
 
-  Prompt slots and tokens share one softmax but are scored and summed apart,
-  so neither keys, values nor logits are concatenated.
+  Rows of one task (prompts without `query_tasks`) prepend their slots to the
+  keys and values when `concatenate_prompts`: one softmax, fewer and larger
+  kernels. Otherwise prompt slots and tokens share one softmax but are scored
+  and summed as two blocks: rows of several tasks thereby never concatenate
+  all tasks' slots, and a decoding step never copies its key/value cache.
 
   Args:
     query: `[batch, q_len, heads, head_dim]`.
@@ -151,10 +171,16 @@ def dot_product_attention(query, key, value, mask=None, bias=None,
     deterministic: disables dropout.
     dtype: dtype of the attention weights.
     float32_logits: compute logits and softmax in float32.
+    concatenate_prompts: see above; the copy of the keys and values costs
+      as much as scoring a single query against them.
 
   Returns:
     `[batch, q_len, heads, head_dim]`.
   """
+  if (prompts is not None and prompts.query_tasks is None
+      and concatenate_prompts):
+    key, value, mask, bias = _prepend_slots(prompts, key, value, mask, bias)
+    prompts = None
   if float32_logits:
     query, key = query.astype(jnp.float32), key.astype(jnp.float32)
   blocks = [_token_logits(query, key, mask, bias)]
@@ -242,7 +268,7 @@ class MultiHeadDotProductAttention(nn.Module):
         query, key, value, mask=mask, bias=bias, prompts=prompts,
         dropout_rng=dropout_rng, dropout_rate=self.dropout_rate,
         deterministic=deterministic, dtype=self.dtype,
-        float32_logits=self.float32_logits)
+        float32_logits=self.float32_logits, concatenate_prompts=not decode)
     return dense.DenseGeneral(
         features=inputs_q.shape[-1], axis=(-2, -1),
         kernel_init=self.kernel_init, kernel_axes=('joined_kv', 'embed'),

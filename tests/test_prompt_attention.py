@@ -1,4 +1,5 @@
-"""Two-block prompt attention equals attention over concatenated slots."""
+"""Prompt attention, slots prepended or scored as a second block, equals an
+explicit softmax over concatenated slots."""
 
 import jax
 import jax.numpy as jnp
@@ -68,50 +69,57 @@ def _packed_case(tables):
           (*flat, visible))
 
 
-CASES = {'unpacked': _unpacked_case, 'packed': _packed_case}
+# Case -> (prompts and reference, concatenate_prompts): rows of one task
+# take both paths (the second is a decoding step's); rows of several tasks
+# are always scored as two blocks.
+CASES = {'unpacked': (_unpacked_case, True),
+         'unpacked_two_blocks': (_unpacked_case, False),
+         'packed': (_packed_case, True)}
+
+
+def _attention(case, *args, **kwargs):
+  make, concatenate = CASES[case]
+  prompts, _ = make(_prompt_tables())
+  return attention.dot_product_attention(
+      *args, prompts=prompts, concatenate_prompts=concatenate, **kwargs)
 
 
 @pytest.mark.parametrize('causal', [False, True])
 @pytest.mark.parametrize('case', sorted(CASES))
-def test_two_block_attention_equals_concatenated_reference(case, causal):
+def test_prompt_attention_equals_concatenated_reference(case, causal):
   (query, key, value), mask, bias = _inputs(causal)
-  tables = _prompt_tables()
+  make, concatenate = CASES[case]
 
-  def two_blocks(q, k, v, tables):
-    prompts, _ = CASES[case](tables)
-    return attention.dot_product_attention(q, k, v, mask=mask, bias=bias,
-                                           prompts=prompts)
+  def ours(q, k, v, tables):
+    prompts, _ = make(tables)
+    return attention.dot_product_attention(
+        q, k, v, mask=mask, bias=bias, prompts=prompts,
+        concatenate_prompts=concatenate)
 
   def reference(q, k, v, tables):
-    _, reference_prompts = CASES[case](tables)
+    _, reference_prompts = make(tables)
     return _reference(q, k, v, mask, bias, *reference_prompts)
 
-  args = (query, key, value, tables)
-  np.testing.assert_allclose(two_blocks(*args), reference(*args), rtol=1e-6,
+  args = (query, key, value, _prompt_tables())
+  np.testing.assert_allclose(ours(*args), reference(*args), rtol=1e-6,
                              atol=1e-6)
-  # The merged softmax differentiates as the concatenated one, prompts too.
+  # Both paths differentiate as the reference, prompts too.
   cotangent = _normal(9, (BATCH, Q_LEN, HEADS, HEAD_DIM))
   # Compiled: op-by-op differentiation spends its time dispatching.
   grads = lambda fn: jax.tree.leaves(jax.jit(jax.grad(
       lambda *a: jnp.sum(fn(*a) * cotangent), argnums=(0, 1, 2, 3)))(*args))
-  for got, want in zip(grads(two_blocks), grads(reference)):
+  for got, want in zip(grads(ours), grads(reference)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-
-
-def _dropped(prompts, rng):
-  (query, key, value), mask, bias = _inputs(causal=True)
-  return attention.dot_product_attention(
-      query, key, value, mask=mask, bias=bias, prompts=prompts,
-      dropout_rng=rng, dropout_rate=0.5, deterministic=False)
 
 
 @pytest.mark.parametrize('case', sorted(CASES))
 def test_attention_dropout_is_unbiased_with_prompts(case):
-  prompts, _ = CASES[case](_prompt_tables())
-  rngs = jax.random.split(jax.random.PRNGKey(0), 4000)
-  mean = jax.jit(lambda rngs: jnp.mean(
-      jax.vmap(lambda r: _dropped(prompts, r))(rngs), axis=0))(rngs)
   (query, key, value), mask, bias = _inputs(causal=True)
-  exact = attention.dot_product_attention(query, key, value, mask=mask,
-                                          bias=bias, prompts=prompts)
+  attend = lambda **kw: _attention(case, query, key, value, mask=mask,
+                                   bias=bias, **kw)
+  rngs = jax.random.split(jax.random.PRNGKey(0), 4000)
+  mean = jax.jit(lambda rngs: jnp.mean(jax.vmap(lambda r: attend(
+      dropout_rng=r, dropout_rate=0.5, deterministic=False))(rngs), axis=0))(
+          rngs)
+  exact = attend()
   np.testing.assert_allclose(mean, exact, atol=0.1)
