@@ -1,8 +1,12 @@
-"""Learning-rate schedules against hand-computed values."""
+"""Learning-rate schedules against hand-computed values; Adafactor against
+optax's."""
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from hyperprompt_jax import optimizers
@@ -49,3 +53,34 @@ def test_cosine_warms_up_linearly_then_decays_to_final_fraction():
 def test_bad_schedule_is_a_clear_error(schedule, message):
   with pytest.raises(ValueError, match=message):
     schedule()
+
+
+@pytest.mark.parametrize('config', [
+    optimizers.Adafactor(),
+    optimizers.Adafactor(clipping_threshold=None, momentum=0.9,
+                         weight_decay_rate=1e-3, min_dim_size_to_factor=16),
+])
+def test_adafactor_equals_optax_adafactor(config):
+  """Our rsqrt Adafactor: optax.adafactor's state tree and updates."""
+  params = {'factored': jnp.ones((128, 160)), 'three_d': jnp.ones((4, 130, 140)),
+            'small': jnp.ones((4, 8, 16)), 'bias': jnp.ones((7,))}
+  ours = config(lambda step: 1e-2)
+  reference = optax.adafactor(
+      learning_rate=lambda step: 1e-2,
+      min_dim_size_to_factor=config.min_dim_size_to_factor,
+      decay_rate=config.decay_rate, clipping_threshold=config.clipping_threshold,
+      multiply_by_parameter_scale=config.multiply_by_parameter_scale,
+      momentum=config.momentum, weight_decay_rate=config.weight_decay_rate)
+  states = [ours.init(params), reference.init(params)]
+  assert jax.tree.structure(states[0]) == jax.tree.structure(states[1])
+  for step in range(3):
+    grads = jax.tree.map(
+        lambda p, k: jax.random.normal(jax.random.PRNGKey(step * 10 + k),
+                                       p.shape), params,
+        {'factored': 0, 'three_d': 1, 'small': 2, 'bias': 3})
+    (got, states[0]), (want, states[1]) = (
+        jax.jit(tx.update)(grads, state, params)
+        for tx, state in zip((ours, reference), states))
+    for a, b in zip(jax.tree.leaves((got, states[0])),
+                    jax.tree.leaves((want, states[1]))):
+      np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-9)
