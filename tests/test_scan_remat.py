@@ -1,4 +1,5 @@
-"""Rematerialised and scanned layers: same losses, gradients and decodes."""
+"""Rematerialised and scanned layers, and prompt slots prepended to the keys:
+same losses, gradients and decodes."""
 
 import functools
 
@@ -105,6 +106,23 @@ def test_scanned_remat_layers_give_the_plain_loss_and_gradients(index,
 def test_remat_policies_give_the_plain_loss_and_gradients():
   """Unscanned layers, each policy (the scanned test covers every variant)."""
   _check_like_plain('global', _batch(), REMAT_SETTINGS)
+
+
+@pytest.mark.parametrize('variant', tm.LAYER_PROMPT_VARIANTS)
+def test_prepended_prompt_slots_give_the_plain_loss_and_gradients(variant):
+  """Unpacked rows (packed ones mix tasks: always two blocks), unscanned and
+  scanned with remat."""
+  _check_like_plain(variant, _batch(), [
+      dict(concatenate_prompt_slots=True),
+      dict(concatenate_prompt_slots=True, scan_layers=True,
+           remat_policy='full')])
+  # The setting reaches self-attention: one concatenation each for keys and
+  # values of every encoder and decoder layer.
+  params = _stand_in_params(_module(variant))
+  concatenations = [str(jax.make_jaxpr(functools.partial(
+      _loss, _module(variant, concatenate_prompt_slots=c)))(
+          params, _batch())).count(' concatenate[') for c in (False, True)]
+  assert concatenations[1] - concatenations[0] == 2 * 4
 
 
 def test_scanned_trees_have_a_leading_layers_axis():
