@@ -133,12 +133,12 @@ def _prepend_slots(prompts: Prompts, key, value, mask, bias):
 
   The mask and bias widen to match: every slot visible, unbiased.
   """
-  slots = prompts.key.shape[1]
+  slots, length = prompts.key.shape[1], key.shape[1]
   key = jnp.concatenate([prompts.key.astype(key.dtype), key], axis=1)
   value = jnp.concatenate([prompts.value.astype(value.dtype), value], axis=1)
   widen = lambda x: [(0, 0)] * (x.ndim - 1) + [(slots, 0)]
   if mask is not None:
-    mask = jnp.broadcast_to(mask, mask.shape[:-1] + (key.shape[1] - slots,))
+    mask = jnp.broadcast_to(mask, mask.shape[:-1] + (length,))
     mask = jnp.pad(mask, widen(mask), constant_values=True)
   if bias is not None:
     bias = jnp.pad(bias, widen(bias))

@@ -60,9 +60,9 @@ class HyperPromptConfig:
       so prompts and adapters are routed per row, as for unpacked rows.
       False routes every token by its own task id, for rows that mix tasks:
       every row then scores all tasks' prompt slots (or applies all tasks'
-      adapters), which costs time and memory. gin/variants/hyperprompt.gin binds this
-      and the converter's setting to one macro, ONE_TASK_PER_ROW (False); the
-      standalone trainer checks its batches against it.
+      adapters), which costs time and memory. gin/variants/hyperprompt.gin
+      binds this and the converter's setting to one macro, ONE_TASK_PER_ROW
+      (False); the standalone trainer checks its batches against it.
     prompt_init: initializer of global prompts and directly learned prompts.
     embedding_init: initializer of task, layer and position embeddings.
     kernel_init: initializer of HyperNetwork kernels and adapter

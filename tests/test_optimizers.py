@@ -62,13 +62,15 @@ def test_bad_schedule_is_a_clear_error(schedule, message):
 ])
 def test_adafactor_equals_optax_adafactor(config):
   """Our rsqrt Adafactor: optax.adafactor's state tree and updates."""
-  params = {'factored': jnp.ones((128, 160)), 'three_d': jnp.ones((4, 130, 140)),
+  params = {'factored': jnp.ones((128, 160)),
+            'three_d': jnp.ones((4, 130, 140)),
             'small': jnp.ones((4, 8, 16)), 'bias': jnp.ones((7,))}
   ours = config(lambda step: 1e-2)
   reference = optax.adafactor(
       learning_rate=lambda step: 1e-2,
       min_dim_size_to_factor=config.min_dim_size_to_factor,
-      decay_rate=config.decay_rate, clipping_threshold=config.clipping_threshold,
+      decay_rate=config.decay_rate,
+      clipping_threshold=config.clipping_threshold,
       multiply_by_parameter_scale=config.multiply_by_parameter_scale,
       momentum=config.momentum, weight_decay_rate=config.weight_decay_rate)
   states = [ours.init(params), reference.init(params)]

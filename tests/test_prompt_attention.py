@@ -77,9 +77,10 @@ CASES = {'unpacked': (_unpacked_case, True),
          'packed': (_packed_case, True)}
 
 
-def _attention(case, *args, **kwargs):
+def _attention(case, tables, *args, **kwargs):
+  """`dot_product_attention` with the case's prompts made from `tables`."""
   make, concatenate = CASES[case]
-  prompts, _ = make(_prompt_tables())
+  prompts, _ = make(tables)
   return attention.dot_product_attention(
       *args, prompts=prompts, concatenate_prompts=concatenate, **kwargs)
 
@@ -88,16 +89,12 @@ def _attention(case, *args, **kwargs):
 @pytest.mark.parametrize('case', sorted(CASES))
 def test_prompt_attention_equals_concatenated_reference(case, causal):
   (query, key, value), mask, bias = _inputs(causal)
-  make, concatenate = CASES[case]
 
   def ours(q, k, v, tables):
-    prompts, _ = make(tables)
-    return attention.dot_product_attention(
-        q, k, v, mask=mask, bias=bias, prompts=prompts,
-        concatenate_prompts=concatenate)
+    return _attention(case, tables, q, k, v, mask=mask, bias=bias)
 
   def reference(q, k, v, tables):
-    _, reference_prompts = make(tables)
+    _, reference_prompts = CASES[case][0](tables)
     return _reference(q, k, v, mask, bias, *reference_prompts)
 
   args = (query, key, value, _prompt_tables())
@@ -115,8 +112,8 @@ def test_prompt_attention_equals_concatenated_reference(case, causal):
 @pytest.mark.parametrize('case', sorted(CASES))
 def test_attention_dropout_is_unbiased_with_prompts(case):
   (query, key, value), mask, bias = _inputs(causal=True)
-  attend = lambda **kw: _attention(case, query, key, value, mask=mask,
-                                   bias=bias, **kw)
+  attend = lambda **kw: _attention(case, _prompt_tables(), query, key, value,
+                                   mask=mask, bias=bias, **kw)
   rngs = jax.random.split(jax.random.PRNGKey(0), 4000)
   mean = jax.jit(lambda rngs: jnp.mean(jax.vmap(lambda r: attend(
       dropout_rng=r, dropout_rate=0.5, deterministic=False))(rngs), axis=0))(
