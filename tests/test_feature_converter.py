@@ -10,6 +10,7 @@ from hyperprompt_jax.feature_converter import HyperPromptEncDecFeatureConverter
 from hyperprompt_jax.tasks import synthetic
 
 LENGTHS = {'inputs': 8, 'targets': 5}
+LENGTHS_32 = {'inputs': 32, 'targets': 32}
 
 
 def _dataset(examples):
@@ -115,6 +116,11 @@ def test_packed_mixture_batches_have_the_right_task_per_segment():
   assert len(seen_ids) > 1
 
 
+def _rows(batch):
+  return [{name: rows[i] for name, rows in batch.items()}
+          for i in range(len(batch['encoder_task_ids']))]
+
+
 def _segments(row):
   """(task id, input ids, target ids) of every packed example of a row."""
   for segment in set(row['encoder_segment_ids'].tolist()) - {0}:
@@ -152,3 +158,25 @@ def test_packing_by_task_keeps_every_example_and_packs_as_densely():
   num_tasks = len(hp_tasks.task_id_map('synthetic_mixture'))
   windows = -(-len(unpacked) // 32)
   assert len(rows) <= mixed_rows + num_tasks + windows
+
+
+def test_rows_of_one_task_are_shuffled_across_windows():
+  """Each window's rows come out together; the row shuffle gives batches
+  more tasks, with the same rows in a fixed order."""
+  def batches(**converter_args):
+    ds = seqio.get_mixture_or_task('synthetic_mixture').get_dataset(
+        LENGTHS_32, split='train', shuffle=True, seed=0).take(2000)
+    rows = HyperPromptEncDecFeatureConverter(pack=True, **converter_args)(
+        ds, LENGTHS_32).batch(32).as_numpy_iterator()
+    return [sorted(sorted(_segments(row)) for row in _rows(batch))
+            for batch in rows]
+
+  def tasks_per_batch(batches):
+    return np.mean([len({task for row in batch for task, *_ in row})
+                    for batch in batches])
+
+  in_order = batches(one_task_per_row=True, row_shuffle_buffer=1)
+  shuffled = batches(one_task_per_row=True)
+  assert sorted(sum(shuffled, [])) == sorted(sum(in_order, []))
+  assert shuffled != in_order and shuffled == batches(one_task_per_row=True)
+  assert 1.3 * tasks_per_batch(in_order) < tasks_per_batch(shuffled)
