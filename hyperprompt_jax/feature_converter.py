@@ -5,23 +5,24 @@ before packing, so packing concatenates ids exactly like the tokens they
 belong to and every token of a packed row knows its own example's task.
 Padding positions get id 0 (segment id 0 tells them apart from task 0).
 
-With `one_task_per_row` (off by default), packing keeps the tasks apart:
-examples are grouped by task into windows as long as seqio's packing chunks
-(the longest feature length), and each window is packed on its own, so every
-packed row holds examples of one task and the network routes it by row
-(`HyperPromptConfig.one_task_per_row`, bound to the same gin macro). Each
-example still comes once, in the mixture's proportions. A window's rows come
-out together, so the packed rows then pass a shuffle buffer of
-`row_shuffle_buffer` rows (fixed seed, saved with the iterator's state):
-without it a batch of 32 rows of the synthetic mixture holds 2.1 tasks on
-average, with 1024 rows 5.6, as mixed packing does. Rows of one task pack
-less densely where a task's examples have similar lengths (the synthetic
-mixture needs 7% more rows at lengths 32/16), the price of sparing every row
-all tasks' prompts.
+With `one_task_per_row` (off here; on in `gin/variants/hyperprompt.gin`),
+packing keeps the tasks apart: examples are grouped by task into windows as
+long as seqio's packing chunks (the longest feature length), and each window
+is packed on its own, so every packed row holds examples of one task and the
+network routes it by row (`HyperPromptConfig.one_task_per_row`, bound to the
+same gin macro). Each example still comes once, in the mixture's
+proportions. A window's rows come out together, so the packed rows then pass
+a shuffle buffer of `row_shuffle_buffer` rows (fixed seed, saved with the
+iterator's state): a batch of 32 rows of the compared mixture
+(`runs/synthetic_tiny_base.gin` on `synthetic_prefixed_mixture`) holds 2.1
+tasks on average without it, 5.6 with 1024 rows, as with mixed packing.
+Rows of one task pack less densely where a task's examples have similar
+lengths (the synthetic mixture needs 7% more rows at lengths 32/16), the
+price of sparing every row all tasks' prompts.
 
 Example, task feature lengths {'inputs': 8, 'targets': 5}, pack=True,
 one_task_per_row=True (the input ends before a window fills, so both
-windows are packed then):
+windows are packed then; the row shuffle may put either row first):
 
   [{'inputs': [7, 8, 1], 'targets': [3, 1], 'task_id': 2},
    {'inputs': [4, 9, 5, 1], 'targets': [6, 1], 'task_id': 0},

@@ -62,7 +62,7 @@ class HyperPromptConfig:
       every row then scores all tasks' prompt slots (or applies all tasks'
       adapters), which costs time and memory. gin/variants/hyperprompt.gin
       binds this and the converter's setting to one macro, ONE_TASK_PER_ROW
-      (False); the standalone trainer checks its batches against it.
+      (True); the standalone trainer checks its batches against it.
     prompt_init: initializer of global prompts and directly learned prompts.
     embedding_init: initializer of task, layer and position embeddings.
     kernel_init: initializer of HyperNetwork kernels and adapter
