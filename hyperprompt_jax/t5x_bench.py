@@ -3,7 +3,7 @@ r"""Our train step beside t5x's own, on the same network and batch.
   python -m hyperprompt_jax.t5x_bench [--size=tiny|d256|small]
     [--variants=none,global] [--rows=packed,mixed,unpacked] [--steps=10]
     [--rounds=3] [--batch_size=N] [--lengths=INPUTS,TARGETS]
-    [--whole_run_steps=N] [--output=FILE]
+    [--whole_run_steps=N] [--whole_run_rounds=1] [--output=FILE]
 
 Both trainers get the network of gin/models/t5_1_1_<size>.gin and
 gin/variants/<variant>.gin, Adafactor with T5's settings (decay 0.8,
@@ -21,7 +21,9 @@ after the other as subprocesses, input pipeline, logging and all: ours
 through `python -m hyperprompt_jax.train`, t5x's through `python -m t5x.train`
 with gin/t5x/runs/synthetic_tiny.gin at the same batch. Each reports steps
 per second over its logged windows; the median over windows after the first
-(which compiles) is compared. Needs t5x (`make t5x`); without it the command
+(which compiles) is compared. `--whole_run_rounds=R` repeats the pair R times,
+alternating which trainer goes first, and reports the median of the
+per-round ratios. Needs t5x (`make t5x`); without it the command
 says so in one line and exits 0.
 """
 
@@ -127,15 +129,20 @@ def side_by_side(size: str, variant: str, rows: str, shape: bench.Shape,
 
 @dataclasses.dataclass(frozen=True)
 class WholeRuns:
-  """Median logged steps per second of one variant's run with each trainer."""
+  """Median logged steps per second of one variant's run with each trainer,
+  one value per round."""
   variant: str
   steps: int
-  ours_steps_per_second: float
-  t5x_steps_per_second: float
+  ours_steps_per_second: tuple[float, ...]
+  t5x_steps_per_second: tuple[float, ...]
 
   @property
   def speedup(self) -> float:
-    return self.ours_steps_per_second / self.t5x_steps_per_second
+    """Median over rounds of our rate over t5x's: above 1 when ours is
+    faster."""
+    return statistics.median(
+        ours / t5x for ours, t5x in zip(self.ours_steps_per_second,
+                                        self.t5x_steps_per_second))
 
 
 _GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'gin')
@@ -147,34 +154,57 @@ def _run(command: list[str]) -> None:
     raise RuntimeError(f'{" ".join(command)} failed:\n{result.stderr[-3000:]}')
 
 
-def whole_runs(variant: str, steps: int, log_period: int) -> WholeRuns:
-  """Trains the variant's `make train` run with each trainer for `steps`."""
-  with tempfile.TemporaryDirectory() as workdir:
-    ours_dir, t5x_dir = (os.path.join(workdir, n) for n in ('ours', 't5x'))
-    _run([sys.executable, '-m', 'hyperprompt_jax.train',
-          f'--gin_file=runs/synthetic_{variant}_tiny.gin',
-          f"--gin.MODEL_DIR='{ours_dir}'", f'--gin.TRAIN_STEPS={steps}',
-          f'--gin.LOG_PERIOD={log_period}',
-          f'--gin.CHECKPOINT_PERIOD={steps}', '--gin.EVAL_NUM_EXAMPLES=64'])
-    periods = os.path.join(workdir, 'periods.gin')
-    with open(periods, 'w') as f:  # t5x.train's own flags cannot name these
-      f.write('from __gin__ import dynamic_registration\n'
-              'import __main__ as train_script\n'
-              'from t5x import utils\n'
-              f'train_script.train.eval_period = {steps}\n'
-              f'train_script.train.stats_period = {log_period}\n'
-              f'utils.SaveCheckpointConfig.period = {steps}\n')
-    _run([sys.executable, '-m', 't5x.train', f'--gin_search_paths={_GIN_DIR}',
-          f'--gin_file=variants/{variant}.gin',
-          '--gin_file=t5x/runs/synthetic_tiny.gin', f'--gin_file={periods}',
-          f"--gin.MODEL_DIR='{t5x_dir}'", f'--gin.TRAIN_STEPS={steps}',
-          '--gin.BATCH_SIZE=32'])
-    step_seconds = compare.step_time_seconds(ours_dir)
-    t5x_rates = compare.logged_windows(t5x_dir, 'timing/steps_per_second')
-  if step_seconds is None or not t5x_rates:
+def _ours_steps_per_second(variant: str, steps: int, log_period: int,
+                           workdir: str) -> float:
+  model_dir = os.path.join(workdir, 'ours')
+  _run([sys.executable, '-m', 'hyperprompt_jax.train',
+        f'--gin_file=runs/synthetic_{variant}_tiny.gin',
+        f"--gin.MODEL_DIR='{model_dir}'", f'--gin.TRAIN_STEPS={steps}',
+        f'--gin.LOG_PERIOD={log_period}',
+        f'--gin.CHECKPOINT_PERIOD={steps}', '--gin.EVAL_NUM_EXAMPLES=64'])
+  step_seconds = compare.step_time_seconds(model_dir)
+  return _check_windows(step_seconds and 1 / step_seconds, steps, log_period)
+
+
+def _t5x_steps_per_second(variant: str, steps: int, log_period: int,
+                          workdir: str) -> float:
+  model_dir = os.path.join(workdir, 't5x')
+  periods = os.path.join(workdir, 'periods.gin')
+  with open(periods, 'w') as f:  # t5x.train's own flags cannot name these
+    f.write('from __gin__ import dynamic_registration\n'
+            'import __main__ as train_script\n'
+            'from t5x import utils\n'
+            f'train_script.train.eval_period = {steps}\n'
+            f'train_script.train.stats_period = {log_period}\n'
+            f'utils.SaveCheckpointConfig.period = {steps}\n')
+  _run([sys.executable, '-m', 't5x.train', f'--gin_search_paths={_GIN_DIR}',
+        f'--gin_file=variants/{variant}.gin',
+        '--gin_file=t5x/runs/synthetic_tiny.gin', f'--gin_file={periods}',
+        f"--gin.MODEL_DIR='{model_dir}'", f'--gin.TRAIN_STEPS={steps}',
+        '--gin.BATCH_SIZE=32'])
+  rates = compare.logged_windows(model_dir, 'timing/steps_per_second')
+  return _check_windows(rates and float(np.median(rates)), steps, log_period)
+
+
+def _check_windows(rate, steps: int, log_period: int) -> float:
+  if not rate:
     raise ValueError(f'--whole_run_steps={steps} logs too few windows of '
                      f'{log_period} steps: use at least {3 * log_period}')
-  return WholeRuns(variant, steps, 1 / step_seconds, float(np.median(t5x_rates)))
+  return rate
+
+
+def whole_runs(variant: str, steps: int, log_period: int,
+               rounds: int = 1) -> WholeRuns:
+  """Trains the variant's `make train` run with each trainer for `steps`,
+  `rounds` times, the trainer that goes first alternating between rounds so
+  that drifting load falls on both alike."""
+  ours, t5x = [], []
+  for i in range(rounds):
+    runs = [(ours, _ours_steps_per_second), (t5x, _t5x_steps_per_second)]
+    for rates, run in runs[::1 if i % 2 == 0 else -1]:
+      with tempfile.TemporaryDirectory() as workdir:
+        rates.append(run(variant, steps, log_period, workdir))
+  return WholeRuns(variant, steps, tuple(ours), tuple(t5x))
 
 
 def format_table(results: Sequence[SideBySide]) -> str:
@@ -201,6 +231,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--whole_run_steps', type=int, default=0,
                       help='also time each variant\'s make-train run with both '
                       'trainers for this many steps (0: no)')
+  parser.add_argument('--whole_run_rounds', type=int, default=1,
+                      help='runs of each trainer per variant, alternating '
+                      '(median of the per-round ratios)')
   parser.add_argument('--log_period', type=int, default=50,
                       help='steps per logged window of the whole runs')
   parser.add_argument('--output', default=None, help='write JSON here')
@@ -233,10 +266,13 @@ def main(argv: Sequence[str]) -> None:
     print(f"{'variant':<14}{'steps':>7}{'ours steps/s':>14}{'t5x steps/s':>13}"
           f"{'ours/t5x':>10}", flush=True)
     for variant in variants:
-      runs.append(whole_runs(variant, args.whole_run_steps, args.log_period))
+      runs.append(whole_runs(variant, args.whole_run_steps, args.log_period,
+                             args.whole_run_rounds))
       r = runs[-1]
-      print(f'{r.variant:<14}{r.steps:>7}{r.ours_steps_per_second:>14.1f}'
-            f'{r.t5x_steps_per_second:>13.1f}{r.speedup:>9.2f}x', flush=True)
+      print(f'{r.variant:<14}{r.steps:>7}'
+            f'{statistics.median(r.ours_steps_per_second):>14.1f}'
+            f'{statistics.median(r.t5x_steps_per_second):>13.1f}'
+            f'{r.speedup:>9.2f}x', flush=True)
   if args.output:
     with open(args.output, 'w') as f:
       json.dump({
