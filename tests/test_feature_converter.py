@@ -10,7 +10,7 @@ from hyperprompt_jax.feature_converter import HyperPromptEncDecFeatureConverter
 from hyperprompt_jax.tasks import synthetic
 
 LENGTHS = {'inputs': 8, 'targets': 5}
-LENGTHS_32 = {'inputs': 32, 'targets': 32}
+LENGTHS_32 = {'inputs': 32, 'targets': 32}  # the synthetic mixture's rows
 
 
 def _dataset(examples):
@@ -93,14 +93,13 @@ def test_missing_or_wrong_task_id_is_an_error():
 def test_packed_mixture_batches_have_the_right_task_per_segment():
   """Each packed segment's id names the task whose rule maps its input."""
   mixture = seqio.get_mixture_or_task('synthetic_mixture')
-  lengths = {'inputs': 32, 'targets': 32}
-  ds = mixture.get_dataset(lengths, split='validation', shuffle=True, seed=0,
-                           num_epochs=1)
+  ds = mixture.get_dataset(LENGTHS_32, split='validation', shuffle=True,
+                           seed=0, num_epochs=1)
   converter = HyperPromptEncDecFeatureConverter(pack=True)
   vocab = seqio.ByteVocabulary()
   names = list(hp_tasks.task_id_map('synthetic_mixture'))
   seen_ids = set()
-  for row in converter(ds, lengths).take(20).as_numpy_iterator():
+  for row in converter(ds, LENGTHS_32).take(20).as_numpy_iterator():
     for segment in set(row['encoder_segment_ids'].tolist()) - {0}:
       enc = row['encoder_segment_ids'] == segment
       dec = row['decoder_segment_ids'] == segment
@@ -135,11 +134,10 @@ def test_packing_by_task_keeps_every_example_and_packs_as_densely():
   """Per-task packing holds exactly the mixture's examples, one task per
   row, in about as many rows as seqio's packing of the mixed stream."""
   mixture = seqio.get_mixture_or_task('synthetic_mixture')
-  lengths = {'inputs': 32, 'targets': 32}
-  ds = mixture.get_dataset(lengths, split='validation', shuffle=False, seed=0,
-                           num_epochs=1)
+  ds = mixture.get_dataset(LENGTHS_32, split='validation', shuffle=False,
+                           seed=0, num_epochs=1)
   rows = list(HyperPromptEncDecFeatureConverter(
-      pack=True, one_task_per_row=True)(ds, lengths).as_numpy_iterator())
+      pack=True, one_task_per_row=True)(ds, LENGTHS_32).as_numpy_iterator())
   for row in rows:
     real = row['encoder_segment_ids'] > 0
     assert len(set(row['encoder_task_ids'][real].tolist())) == 1
@@ -149,11 +147,11 @@ def test_packing_by_task_keeps_every_example_and_packs_as_densely():
        tuple(row['encoder_input_tokens'][row['encoder_input_tokens'] > 0]),
        tuple(row['decoder_target_tokens'][row['decoder_target_tokens'] > 0]))
       for row in HyperPromptEncDecFeatureConverter(pack=False)(
-          ds, lengths).as_numpy_iterator())
+          ds, LENGTHS_32).as_numpy_iterator())
   assert packed == unpacked and len(unpacked) > 100
   mixed_rows = sum(1 for _ in seqio.EncDecFeatureConverter(pack=True)(
       ds.map(lambda f: {'inputs': f['inputs'], 'targets': f['targets']}),
-      lengths))
+      LENGTHS_32))
   # One partly filled row per task and window at most beyond mixed packing.
   num_tasks = len(hp_tasks.task_id_map('synthetic_mixture'))
   windows = -(-len(unpacked) // 32)
