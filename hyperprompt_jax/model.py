@@ -25,16 +25,15 @@ MODULE_FEATURES = (
     'decoder_positions', 'encoder_task_ids', 'decoder_task_ids')
 
 
-def decoding_task_ids(encoder_task_ids: jnp.ndarray | None,
-                      decoder_shape: tuple[int, int]) -> jnp.ndarray | None:
-  """`[batch, dec_len]` task ids of unpacked rows, from the encoder's.
+def row_task_ids(task_ids: jnp.ndarray | None) -> jnp.ndarray | None:
+  """`[batch]` task of each unpacked row, from `[batch]` or `[batch, len]` ids.
 
   Decoding batches are unpacked, so a row's first input token names its task;
   the batch's own `decoder_task_ids` may be all padding when predicting.
   """
-  if encoder_task_ids is None:
-    return None
-  return jnp.broadcast_to(encoder_task_ids[:, :1], decoder_shape)
+  if task_ids is None or task_ids.ndim == 1:
+    return task_ids
+  return task_ids[:, 0]
 
 
 def initial_variables(module: nn.Module, rng: jnp.ndarray,
@@ -142,17 +141,15 @@ class EncoderDecoderModel:
   def _init_decoding(self, params, batch: Batch, max_decode_length: int):
     """Encodes the inputs and initialises the decoder cache (and prompts)."""
     inputs = batch['encoder_input_tokens']
-    task_ids = batch.get('encoder_task_ids')
+    task_ids = row_task_ids(batch.get('encoder_task_ids'))
     encoded = self.module.apply({'params': params}, inputs,
                                 encoder_task_ids=task_ids,
                                 enable_dropout=False,
                                 method=self.module.encode)
-    decoder_task_ids = decoding_task_ids(
-        task_ids, (inputs.shape[0], max_decode_length))
     dummy = jnp.ones((inputs.shape[0], max_decode_length), jnp.int32)
     _, variables = self.module.apply(
         {'params': params}, encoded, inputs, dummy, dummy,
-        decoder_task_ids=decoder_task_ids, enable_dropout=False, decode=True,
+        decoder_task_ids=task_ids, enable_dropout=False, decode=True,
         mutable=['cache'], method=self.module.decode)
     return encoded, variables['cache']
 

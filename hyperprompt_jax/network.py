@@ -330,12 +330,21 @@ def _routing_task_ids(task_ids, name: str, packed: bool,
   of packed rows that mix tasks (the forms `route_prompts` and
   `route_adapters` take).
 
-  Unpacked rows hold one task, and so do packed rows under
+  Callers that know each row's task (decoding, prediction) pass `[batch]`
+  row ids; batches from the feature converter carry `[batch, len]` token
+  ids. Unpacked rows hold one task, and so do packed rows under
   `hp.one_task_per_row`: routing them per row spares scoring every task's
   prompt slots (or applying every task's adapters) in every row.
   """
   task_ids = prompt_generator.check_task_ids(task_ids, name)
-  return task_ids if packed and not hp.one_task_per_row else task_ids[:, 0]
+  mixes_tasks = packed and not hp.one_task_per_row
+  if task_ids.ndim == 1:
+    if mixes_tasks:
+      raise ValueError(f'Packed rows may mix tasks, so `{name}` must be '
+                       f'[batch, length] (a task per token), got shape '
+                       f'{task_ids.shape}; or set one_task_per_row.')
+    return task_ids
+  return task_ids if mixes_tasks else task_ids[:, 0]
 
 
 class Encoder(nn.Module):
@@ -354,7 +363,8 @@ class Encoder(nn.Module):
       encoder_input_tokens: `[batch, len]` token ids.
       encoder_mask: `[batch, 1, len', len']` self-attention mask, where
         `len' = l + len` with prompt tuning and `len` otherwise.
-      encoder_task_ids: `[batch, len]` task ids (unused by variant `none`).
+      encoder_task_ids: `[batch]` row or `[batch, len]` token task ids
+        (unused by variant `none`).
       packed: whether rows hold several packed examples.
       deterministic: disables dropout.
 
@@ -412,8 +422,9 @@ class Decoder(nn.Module):
       decoder_input_tokens: `[batch, len]` (len 1 per cached decoding step).
       decoder_mask: `[batch, 1, len, len]` or None when decoding.
       encoder_decoder_mask: `[batch, 1, len, enc_len]`.
-      decoder_task_ids: `[batch, len]` task ids; needed for training, scoring
-        and the cache-initialising call, not for cached steps.
+      decoder_task_ids: `[batch]` row or `[batch, len]` token task ids;
+        needed for training, scoring and the cache-initialising call, not
+        for cached steps.
       packed: whether rows hold several packed examples.
       deterministic: disables dropout.
       decode: cached autoregressive decoding.
@@ -579,8 +590,9 @@ class Transformer(nn.Module):
       decoder_segment_ids: `[batch, dec_len]` example index when packed.
       encoder_positions: unused; relative attention needs no positions.
       decoder_positions: unused likewise.
-      encoder_task_ids: `[batch, enc_len]` task id of every input token.
-      decoder_task_ids: `[batch, dec_len]` task id of every target token.
+      encoder_task_ids: `[batch, enc_len]` task id of every input token, or
+        `[batch]` task of every row (rows of one task).
+      decoder_task_ids: `[batch, dec_len]` or `[batch]`, likewise.
       enable_dropout: applies dropout (needs a 'dropout' rng).
       decode: initialise the autoregressive cache (full-length call).
     """

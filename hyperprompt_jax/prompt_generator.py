@@ -167,13 +167,15 @@ def route_prompts(keys: jnp.ndarray, values: jnp.ndarray,
 def check_task_ids(task_ids: jnp.ndarray | None, name: str) -> jnp.ndarray:
   """Returns int32 task ids, or raises a clear error if missing or misshapen.
 
-  Ids outside `[0, num_tasks)` cannot be checked under jit: the feature
-  converter and the task-id map guarantee the range.
+  Ids are `[batch]` (a task per row) or `[batch, length]` (a task per
+  token). Ids outside `[0, num_tasks)` cannot be checked under jit: the
+  feature converter and the task-id map guarantee the range.
   """
   if task_ids is None:
-    raise ValueError(f'This HyperPrompt variant needs `{name}` [batch, length]; '
-                     'use HyperPromptEncDecFeatureConverter to produce it.')
-  if task_ids.ndim != 2:
-    raise ValueError(f'`{name}` must be [batch, length], got shape '
+    raise ValueError(f'This HyperPrompt variant needs `{name}` [batch] or '
+                     '[batch, length]; use HyperPromptEncDecFeatureConverter '
+                     'to produce it.')
+  if task_ids.ndim not in (1, 2):
+    raise ValueError(f'`{name}` must be [batch] or [batch, length], got shape '
                      f'{task_ids.shape}.')
   return jnp.asarray(task_ids, jnp.int32)

@@ -84,8 +84,8 @@ class HyperPromptEncoderDecoderModel(models.EncoderDecoderModel):
                         decoder_task_ids=None):
     """Initialises the decoder cache, including each row's decoder prompts.
 
-    Unlike t5x's, this cache-initialising call passes `decoder_task_ids`
-    `[batch, dec_len]`; prompt prefilling is not supported (t5x's decoding
+    Unlike t5x's, this cache-initialising call passes `decoder_task_ids`,
+    each row's task `[batch]`; prompt prefilling is not supported (t5x's decoding
     functions force-decode a prompt instead).
     """
     if prefill_decoder_prompt:
@@ -129,14 +129,13 @@ class HyperPromptEncoderDecoderModel(models.EncoderDecoderModel):
     else:
       prompt = jnp.zeros_like(decoder_input_tokens)
 
-    encoder_task_ids = batch.get('encoder_task_ids')
+    encoder_task_ids = model_lib.row_task_ids(batch.get('encoder_task_ids'))
     encoded = self.module.apply(
         {'params': params}, inputs, encoder_task_ids=encoder_task_ids,
         enable_dropout=False, method=self.module.encode)
     cache, _ = self._compute_kv_cache(
         params, encoded, inputs, prompt,
-        decoder_task_ids=model_lib.decoding_task_ids(
-            encoder_task_ids, decoder_input_tokens.shape))
+        decoder_task_ids=encoder_task_ids)
 
     # Beam search and sampling expand the batch in place to batch * decodes.
     tokens_ids_to_logits = functools.partial(

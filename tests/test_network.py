@@ -182,6 +182,30 @@ def test_rows_of_one_task_are_routed_by_row_with_equal_outputs(variant):
   assert flops(by_row) < flops(by_token)
 
 
+@pytest.mark.parametrize('variant', tm.CONDITIONED_VARIANTS)
+def test_row_task_ids_equal_token_task_ids_on_unpacked_rows(variant):
+  """`[batch]` row ids route unpacked rows as `[batch, len]` token ids do."""
+  module = tm.transformer(variant)
+  batch = tm.unpacked_batch(task_ids=(2, 0))
+  params = tm.init_params(module, batch)
+  by_row = dict(batch, encoder_task_ids=np.array([2, 0]),
+                decoder_task_ids=np.array([2, 0]))
+  np.testing.assert_array_equal(tm.apply(module, params, by_row),
+                                tm.apply(module, params, batch))
+
+
+def test_row_task_ids_are_rejected_where_packed_rows_mix_tasks():
+  module = tm.transformer('global')
+  batch = tm.unpacked_batch(task_ids=(2, 0))
+  params = tm.init_params(module, batch)
+  packed = dict(_pack(batch), encoder_task_ids=np.array([2]),
+                decoder_task_ids=np.array([2]))
+  with pytest.raises(ValueError, match=r'must be \[batch, length\]'):
+    tm.apply(module, params, packed)
+  by_row = tm.transformer('global', one_task_per_row=True)
+  assert np.all(np.isfinite(tm.apply(by_row, params, packed)))
+
+
 @pytest.mark.parametrize('variant', tm.LAYER_PROMPT_VARIANTS)
 def test_packed_segments_see_nothing_of_each_other(variant):
   """Segment 1 (task 2) is blind to segment 2's tokens and task-0 prompts."""
