@@ -115,3 +115,27 @@ def test_trainer_data_path_reads_the_mixture(mixture):
                             one_task_per_row=True)
     assert batch['encoder_task_ids'].shape == (4, 16)
     assert batch['decoder_task_ids'].shape == (4, 8)
+
+
+def test_batches_without_tf_data_autotuning_are_the_same(mixture):
+  """`DatasetConfig.autotune=False` changes how tf.data runs, not what it
+  yields: the same batches in the same order."""
+  del mixture
+  converter = functools.partial(
+      feature_converter.HyperPromptEncDecFeatureConverter,
+      one_task_per_row=True)
+
+  def batches(autotune):
+    cfg = data_lib.DatasetConfig(_MIXTURE, {'inputs': 16, 'targets': 8},
+                                 batch_size=4, autotune=autotune)
+    ds = data_lib.get_dataset(cfg, converter)
+    # Unset (tf.data's default, on) unless turned off.
+    assert ds.options().autotune.enabled is (None if autotune else False)
+    return list(ds.take(5).as_numpy_iterator())
+
+  tuned, fixed = batches(True), batches(False)
+  assert len(tuned) == len(fixed) == 5
+  for a, b in zip(tuned, fixed):
+    assert a.keys() == b.keys()
+    for name in a:
+      np.testing.assert_array_equal(a[name], b[name], err_msg=name)
