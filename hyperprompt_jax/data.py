@@ -35,8 +35,8 @@ class DatasetConfig:
     use_cached: read seqio's offline cache.
     autotune: tf.data autotuning. False fixes every AUTOTUNE parallelism at
       the core count and drops the tuning thread: the same batches in the
-      same order, with less CPU per batch where XLA shares a few cores
-      (1.14-1.24x steps per second for the tiny CPU runs, which set it).
+      same order, with less CPU per batch where XLA shares a few cores (the
+      tiny CPU runs set it; README, Performance).
   """
   mixture_or_task_name: str
   task_feature_lengths: Mapping[str, int]
