@@ -16,6 +16,7 @@ import seqio
 from hyperprompt_jax import decoding
 from hyperprompt_jax import feature_converter
 from hyperprompt_jax import losses
+from hyperprompt_jax import prompt_generator
 
 Batch = Mapping[str, jnp.ndarray]
 # Batch features the network reads, in its keyword names.
@@ -23,17 +24,6 @@ MODULE_FEATURES = (
     'encoder_input_tokens', 'decoder_input_tokens', 'decoder_target_tokens',
     'encoder_segment_ids', 'decoder_segment_ids', 'encoder_positions',
     'decoder_positions', 'encoder_task_ids', 'decoder_task_ids')
-
-
-def row_task_ids(task_ids: jnp.ndarray | None) -> jnp.ndarray | None:
-  """`[batch]` task of each unpacked row, from `[batch]` or `[batch, len]` ids.
-
-  Decoding batches are unpacked, so a row's first input token names its task;
-  the batch's own `decoder_task_ids` may be all padding when predicting.
-  """
-  if task_ids is None or task_ids.ndim == 1:
-    return task_ids
-  return task_ids[:, 0]
 
 
 def initial_variables(module: nn.Module, rng: jnp.ndarray,
@@ -141,7 +131,8 @@ class EncoderDecoderModel:
   def _init_decoding(self, params, batch: Batch, max_decode_length: int):
     """Encodes the inputs and initialises the decoder cache (and prompts)."""
     inputs = batch['encoder_input_tokens']
-    task_ids = row_task_ids(batch.get('encoder_task_ids'))
+    # Decoding batches are unpacked: the cache holds each row's own prompts.
+    task_ids = prompt_generator.row_task_ids(batch.get('encoder_task_ids'))
     encoded = self.module.apply({'params': params}, inputs,
                                 encoder_task_ids=task_ids,
                                 enable_dropout=False,

@@ -337,14 +337,13 @@ def _routing_task_ids(task_ids, name: str, packed: bool,
   prompt slots (or applying every task's adapters) in every row.
   """
   task_ids = prompt_generator.check_task_ids(task_ids, name)
-  mixes_tasks = packed and not hp.one_task_per_row
+  if not packed or hp.one_task_per_row:
+    return prompt_generator.row_task_ids(task_ids)
   if task_ids.ndim == 1:
-    if mixes_tasks:
-      raise ValueError(f'Packed rows may mix tasks, so `{name}` must be '
-                       f'[batch, length] (a task per token), got shape '
-                       f'{task_ids.shape}; or set one_task_per_row.')
-    return task_ids
-  return task_ids if mixes_tasks else task_ids[:, 0]
+    raise ValueError(f'Packed rows may mix tasks, so `{name}` must be '
+                     f'[batch, length] (a task per token), got shape '
+                     f'{task_ids.shape}; or set one_task_per_row.')
+  return task_ids
 
 
 class Encoder(nn.Module):

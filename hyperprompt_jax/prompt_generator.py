@@ -179,3 +179,12 @@ def check_task_ids(task_ids: jnp.ndarray | None, name: str) -> jnp.ndarray:
     raise ValueError(f'`{name}` must be [batch] or [batch, length], got shape '
                      f'{task_ids.shape}.')
   return jnp.asarray(task_ids, jnp.int32)
+
+
+def row_task_ids(task_ids: jnp.ndarray | None) -> jnp.ndarray | None:
+  """`[batch]` task of each row of one task, from `[batch]` or `[batch, len]`
+  ids (a row's first token names its task; a predicted batch's own
+  `decoder_task_ids` may be all padding, so decoding takes the encoder's)."""
+  if task_ids is None or task_ids.ndim == 1:
+    return task_ids
+  return task_ids[:, 0]

@@ -27,6 +27,7 @@ except ImportError as e:
 from hyperprompt_jax import feature_converter  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from hyperprompt_jax import model as model_lib  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from hyperprompt_jax import partitioning  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from hyperprompt_jax import prompt_generator  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 Batch = Mapping[str, jnp.ndarray]
 
@@ -85,8 +86,8 @@ class HyperPromptEncoderDecoderModel(models.EncoderDecoderModel):
     """Initialises the decoder cache, including each row's decoder prompts.
 
     Unlike t5x's, this cache-initialising call passes `decoder_task_ids`,
-    each row's task `[batch]`; prompt prefilling is not supported (t5x's decoding
-    functions force-decode a prompt instead).
+    each row's task `[batch]`; prompt prefilling is not supported (t5x's
+    decoding functions force-decode a prompt instead).
     """
     if prefill_decoder_prompt:
       raise ValueError('HyperPromptEncoderDecoderModel does not prefill '
@@ -129,7 +130,8 @@ class HyperPromptEncoderDecoderModel(models.EncoderDecoderModel):
     else:
       prompt = jnp.zeros_like(decoder_input_tokens)
 
-    encoder_task_ids = model_lib.row_task_ids(batch.get('encoder_task_ids'))
+    encoder_task_ids = prompt_generator.row_task_ids(
+        batch.get('encoder_task_ids'))
     encoded = self.module.apply(
         {'params': params}, inputs, encoder_task_ids=encoder_task_ids,
         enable_dropout=False, method=self.module.encode)
