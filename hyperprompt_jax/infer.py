@@ -97,7 +97,7 @@ class Predictor:
     lengths = self.model.feature_converter_cls(
         pack=False).get_model_feature_lengths(self.task_feature_lengths)
     input_shapes = {k: (self.batch_size, n) for k, n in lengths.items()}
-    abstract, self._param_shardings = trainer_lib.abstract_params(
+    abstract, self._param_shardings, _ = trainer_lib.abstract_params(
         self.model, self.mesh, self._rules, input_shapes,
         jax.random.PRNGKey(0))
     self.params, self.step = checkpointer.restore_params(abstract, step)

@@ -65,6 +65,12 @@ class MeshConfig:
     return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
+def logical_axes(params_axes: Any) -> Any:
+  """The params' logical axis names, a tree of `PartitionSpec`s, from their
+  `params_axes` collection."""
+  return flax.core.unfreeze(nn.partitioning.get_axis_names(params_axes))
+
+
 def param_shardings(params: Any, params_axes: Any, mesh: Mesh,
                     rules: Sequence[tuple[str, Any]]) -> Any:
   """NamedShardings for `params` (arrays or shape structs) from their
@@ -73,9 +79,8 @@ def param_shardings(params: Any, params_axes: Any, mesh: Mesh,
   A dimension that its mesh axes do not divide stays whole (rules name axes,
   not sizes: e.g. a 16-slot prompt on a 32-way 'data' axis).
   """
-  logical_specs = flax.core.unfreeze(
-      nn.partitioning.get_axis_names(params_axes))
-  shardings = nn.logical_to_mesh_sharding(logical_specs, mesh, list(rules))
+  shardings = nn.logical_to_mesh_sharding(logical_axes(params_axes), mesh,
+                                          list(rules))
   return jax.tree.map(lambda p, s: divisible_sharding(p.shape, s), params,
                       shardings)
 

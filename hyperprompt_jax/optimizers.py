@@ -1,16 +1,19 @@
 """Optimizers (optax Adafactor with T5 defaults, AdamW) and learning-rate schedules.
 
 Each optimizer config is a frozen dataclass, configurable from gin, whose call
-turns a schedule into an `optax.GradientTransformation`. `build_optimizer`
+turns a schedule (and the params' logical axes, which Adafactor reads for its
+per-layer statistics) into an `optax.GradientTransformation`. `build_optimizer`
 adds the frozen-backbone mode: leaves whose mask is False get zero updates and
 no optimizer state.
 """
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 import numpy as np
 import optax
 
@@ -120,13 +123,80 @@ def scale_by_factored_rsqrt(decay_rate: float = 0.8,
   return optax.GradientTransformation(init, update)
 
 
+LAYERS = 'layers'  # The logical axis whose slices get their own RMS.
+
+LayerAxes = Mapping[tuple[str, ...], tuple[int, ...]]
+
+
+def _names(path) -> tuple[str, ...]:
+  return tuple(str(getattr(k, 'key', k)) for k in path)
+
+
+def layer_axes(param_axes: Any) -> LayerAxes:
+  """Each leaf's `layers` axes, by its path.
+
+  Args:
+    param_axes: the params' logical axis names, a tree of `PartitionSpec`s
+      or tuples (`mesh.logical_axes(variables['params_axes'])`).
+      `layers` leads a scanned stack's leaves and the per-layer
+      task-conditioning leaves (e.g. `[layers, tasks, prompt_length,
+      joined_kv]`).
+  """
+  specs = jax.tree_util.tree_flatten_with_path(
+      param_axes, is_leaf=lambda x: isinstance(x, (tuple, PartitionSpec)))[0]
+  return {_names(path): tuple(i for i, name in enumerate(spec)
+                              if name == LAYERS) for path, spec in specs}
+
+
+def _layer_rms(x: jnp.ndarray, layers: tuple[int, ...],
+               min_rms: float = 0.0) -> jnp.ndarray:
+  """RMS over every axis of `x` but `layers` (kept, the others size 1), at
+  least `min_rms`."""
+  others = tuple(i for i in range(x.ndim) if i not in layers)
+  mean_square = jnp.mean(jnp.square(x), axis=others, keepdims=True)
+  return jnp.maximum(jnp.sqrt(mean_square), min_rms)
+
+
+def clip_by_layer_rms(threshold: float, layers: LayerAxes
+                      ) -> optax.GradientTransformation:
+  """`optax.clip_by_block_rms`, each layer of a leaf clipped on its own."""
+
+  def update(updates, state, params=None):
+    del params
+    def clip(path, u):
+      rms = _layer_rms(u, layers.get(_names(path), ()))
+      return u / jnp.maximum(1.0, rms / threshold)
+    return jax.tree_util.tree_map_with_path(clip, updates), state
+
+  return optax.GradientTransformation(optax.init_empty_state, update)
+
+
+def scale_by_param_layer_rms(layers: LayerAxes, min_scale: float = 1e-3
+                             ) -> optax.GradientTransformation:
+  """`optax.scale_by_param_block_rms`, each layer of a leaf scaled by its
+  own RMS."""
+
+  def update(updates, state, params):
+    scale = lambda path, u, p: u * _layer_rms(
+        p, layers.get(_names(path), ()), min_scale)
+    return jax.tree_util.tree_map_with_path(scale, updates, params), state
+
+  return optax.GradientTransformation(optax.init_empty_state, update)
+
+
 @dataclasses.dataclass(frozen=True)
 class Adafactor:
   """Adafactor with the defaults of T5 / t5x (factored second moments, no momentum).
 
   Factoring applies to dimensions of at least `min_dim_size_to_factor`;
   updates are clipped to RMS `clipping_threshold` and scaled by the
-  parameter's RMS (`multiply_by_parameter_scale`).
+  parameter's RMS (`multiply_by_parameter_scale`). Given the params'
+  logical axes, both RMS are taken per slice of a `layers` axis, as t5x's
+  Adafactor with its logical factor rules (`layers` is a batch axis there):
+  a scanned stack (`T5Config.scan_layers`) then trains as its unscanned
+  layers (the factored second moments are per layer already, while the
+  stack has fewer than 128 layers), and per-layer task-conditioning leaves
+  as t5x trains them. Without them, one RMS per leaf (optax's).
   """
   decay_rate: float = 0.8
   clipping_threshold: Optional[float] = 1.0
@@ -135,15 +205,20 @@ class Adafactor:
   weight_decay_rate: Optional[float] = None
   min_dim_size_to_factor: int = 128
 
-  def __call__(self, learning_rate: optax.Schedule) -> optax.GradientTransformation:
-    # optax.adafactor's chain (so its state), with scale_by_factored_rsqrt.
+  def __call__(self, learning_rate: optax.Schedule,
+               param_axes: Any = None) -> optax.GradientTransformation:
+    """The transformation; `param_axes` are the params' logical axis names
+    (see `layer_axes`), None for one RMS per leaf."""
+    # optax.adafactor's chain (so its state), with scale_by_factored_rsqrt
+    # and per-layer RMS.
+    layers = {} if param_axes is None else layer_axes(param_axes)
     tx = [scale_by_factored_rsqrt(self.decay_rate,
                                   self.min_dim_size_to_factor)]
     if self.clipping_threshold is not None:
-      tx.append(optax.clip_by_block_rms(self.clipping_threshold))
+      tx.append(clip_by_layer_rms(self.clipping_threshold, layers))
     tx.append(optax.scale_by_learning_rate(learning_rate, flip_sign=False))
     if self.multiply_by_parameter_scale:
-      tx.append(optax.scale_by_param_block_rms())
+      tx.append(scale_by_param_layer_rms(layers))
     if self.momentum is not None:
       tx.append(optax.ema(self.momentum, debias=False,
                           accumulator_dtype=jnp.float32))
@@ -162,7 +237,9 @@ class AdamW:
   weight_decay: float = 0.01
   gradient_clip_norm: Optional[float] = 1.0
 
-  def __call__(self, learning_rate: optax.Schedule) -> optax.GradientTransformation:
+  def __call__(self, learning_rate: optax.Schedule,
+               param_axes: Any = None) -> optax.GradientTransformation:
+    del param_axes  # Its statistics are per element, its clipping global.
     adamw = optax.adamw(learning_rate, b1=self.b1, b2=self.b2, eps=self.eps,
                         weight_decay=self.weight_decay)
     if self.gradient_clip_norm is None:
@@ -170,19 +247,22 @@ class AdamW:
     return optax.chain(optax.clip_by_global_norm(self.gradient_clip_norm), adamw)
 
 
-def build_optimizer(optimizer, schedule: Schedule,
-                    trainable: Any) -> optax.GradientTransformation:
+def build_optimizer(optimizer, schedule: Schedule, trainable: Any,
+                    param_axes: Any = None) -> optax.GradientTransformation:
   """The optimizer for the trainable leaves; zero updates elsewhere.
 
   Args:
     optimizer: an `Adafactor` or `AdamW` config.
     schedule: the learning-rate schedule.
     trainable: a pytree of bools with the structure of the params.
+    param_axes: the params' logical axis names (see `layer_axes`), for
+      Adafactor's per-layer RMS.
 
   Returns:
     A transformation whose state only holds statistics of trainable leaves.
   """
   labels = jax.tree.map(lambda t: 'trainable' if t else 'frozen', trainable)
   return optax.multi_transform(
-      {'trainable': optimizer(schedule()), 'frozen': optax.set_to_zero()},
+      {'trainable': optimizer(schedule(), param_axes),
+       'frozen': optax.set_to_zero()},
       labels)

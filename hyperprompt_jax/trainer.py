@@ -49,8 +49,9 @@ def trainable_mask(params: Any, tune: str) -> Any:
 
 def abstract_params(model, mesh: Mesh, rules: Sequence[tuple[str, Any]],
                     input_shapes: Mapping[str, Sequence[int]], rng: jax.Array
-                    ) -> tuple[Any, Any]:
-  """The model's params as sharded shape structs, and their shardings.
+                    ) -> tuple[Any, Any, Any]:
+  """The model's params as sharded shape structs, their shardings, and their
+  logical axis names (a tree of `PartitionSpec`s).
 
   Init is only traced, nothing is allocated: the result is a restore target
   or the template of a fresh state.
@@ -72,7 +73,7 @@ def abstract_params(model, mesh: Mesh, rules: Sequence[tuple[str, Any]],
   params = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       variables['params'], shardings)
-  return params, shardings
+  return params, shardings, mesh_lib.logical_axes(variables['params_axes'])
 
 
 def _state_donation(mesh: Mesh) -> tuple[int, ...]:
@@ -128,10 +129,11 @@ class Trainer:
     self._input_shapes = {k: tuple(v) for k, v in input_shapes.items()}
     self._rng = jax.random.PRNGKey(config.seed)
 
-    params, self.param_shardings = abstract_params(
+    params, self.param_shardings, param_axes = abstract_params(
         model, mesh, self.rules, self._input_shapes, self._rng)
     self.trainable = trainable_mask(params, config.tune)
-    self.tx = optimizers.build_optimizer(optimizer, schedule, self.trainable)
+    self.tx = optimizers.build_optimizer(optimizer, schedule, self.trainable,
+                                         param_axes)
     with self.activate():
       abstract_state = jax.eval_shape(self._create_state, self._rng)
     self.state_shardings = train_state_lib.state_shardings(

@@ -1,15 +1,20 @@
 """Learning-rate schedules against hand-computed values; Adafactor against
-optax's."""
+optax's, and on scanned layers against unscanned ones."""
 
+import functools
 import math
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from hyperprompt_jax import mesh
 from hyperprompt_jax import optimizers
+from hyperprompt_jax import scan_conversion
+import tiny_models as tm
 
 
 def values(schedule: optimizers.Schedule, steps):
@@ -86,3 +91,122 @@ def test_adafactor_equals_optax_adafactor(config):
     for a, b in zip(jax.tree.leaves((got, states[0])),
                     jax.tree.leaves((want, states[1]))):
       np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-9)
+
+
+
+
+def _stack(per_layer):
+  """A `_per_layer` tree with its layers stacked: the encoder scanned, the
+  prompts one leaf."""
+  prompts = per_layer['prompts']
+  return {**scan_conversion.scan_params({'encoder': per_layer['encoder']}),
+          'prompts': {'prompts': jnp.stack([prompts[f'prompts_{i}']
+                                            for i in range(len(prompts))])},
+          'embedding': per_layer['embedding']}
+
+
+def _per_layer():
+  """Three layers of params, one leaf per layer (an unscanned stack and
+  per-layer prompts), with their logical axes and those of `_stack`'s tree.
+  The layers differ in scale, so that per-layer RMS differ from per-leaf
+  ones."""
+  rng = np.random.default_rng(0)
+  shapes = {'kernel': (130, 140), 'scale': (16,), 'small': (4, 8)}
+  axes = {'kernel': ('embed', 'mlp'), 'scale': ('embed',),
+          'small': ('embed', 'mlp')}
+  layer = lambda shape, i: jnp.asarray(rng.normal(size=shape) * (i + 1),
+                                       jnp.float32)
+  params = {
+      'encoder': {f'layers_{i}': {k: layer(s, i) for k, s in shapes.items()}
+                  for i in range(3)},
+      'prompts': {f'prompts_{i}': layer((5, 20), i) for i in range(3)},
+      'embedding': jnp.ones((130, 8))}
+  prompt_axes = ('prompt_length', 'joined_kv')
+  params_axes = {'encoder': {f'layers_{i}': axes for i in range(3)},
+                 'prompts': {f'prompts_{i}': prompt_axes for i in range(3)},
+                 'embedding': ('vocab', 'embed')}
+  stacked_axes = {
+      'encoder': {'layers': {k: ('layers', *v) for k, v in axes.items()}},
+      'prompts': {'prompts': ('layers', *prompt_axes)},
+      'embedding': ('vocab', 'embed')}
+  return params, params_axes, stacked_axes
+
+
+@pytest.mark.parametrize('clipping_threshold', [1.0, None])
+def test_adafactor_takes_rms_per_layer_of_a_layers_axis(clipping_threshold):
+  """A leaf with a `layers` axis (a scanned stack, per-layer prompts) gets
+  the updates its layers get as separate leaves. The gradients are large,
+  so that clipping acts."""
+  params, params_axes, stacked_axes = _per_layer()
+  stacked = _stack(params)
+  config = optimizers.Adafactor(clipping_threshold=clipping_threshold)
+  txs = [config(lambda step: 1e-2, axes)
+         for axes in (params_axes, stacked_axes)]
+  states = [txs[0].init(params), txs[1].init(stacked)]
+  rng = np.random.default_rng(1)
+  for step in range(3):
+    grads = jax.tree.map(lambda p: jnp.asarray(
+        100.0 * rng.normal(size=p.shape), jnp.float32), params)
+    (updates, states[0]), (stacked_updates, states[1]) = (
+        jax.jit(tx.update)(g, state, p) for tx, g, state, p in zip(
+            txs, (grads, _stack(grads)), states, (params, stacked)))
+    want = traverse_util.flatten_dict(_stack(updates))
+    got = traverse_util.flatten_dict(stacked_updates)
+    assert got.keys() == want.keys()
+    for path, value in got.items():
+      np.testing.assert_allclose(value, want[path], rtol=1e-5, atol=1e-9,
+                                 err_msg=f'step {step} {path}')
+  # Without the axes, one RMS per leaf: the stacked prompts' updates differ.
+  per_leaf = config(lambda step: 1e-2)
+  other, _ = jax.jit(per_leaf.update)(_stack(grads), states[1], stacked)
+  assert not np.allclose(other['prompts']['prompts'],
+                         stacked_updates['prompts']['prompts'], rtol=1e-2)
+
+
+@pytest.mark.t5x
+def test_adafactor_with_param_axes_updates_as_t5x_adafactor():
+  """The `global` network's params after three steps of our Adafactor, given
+  the params' logical axes, equal t5x's Adafactor with our factor rules:
+  per-layer hypernetwork leaves included (`layers` is t5x's batch axis)."""
+  from t5x import adafactor  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax import t5x_model  # pylint: disable=g-import-not-at-top
+  variables = tm.variable_shapes(tm.transformer('global'))
+  params = tm.init_params(tm.transformer('global'), tm.unpacked_batch())
+  axes = mesh.logical_axes(variables['params_axes'])
+  t5x_def = adafactor.Adafactor(
+      learning_rate=1e-2, decay_rate=0.8, step_offset=0,
+      logical_factor_rules=t5x_model.adafactor_logical_factor_rules())
+  t5x_def.set_param_axes(axes)
+  t5x_step = jax.jit(lambda opt, grads: opt.apply_gradient(grads))
+  ours = optimizers.build_optimizer(
+      optimizers.Adafactor(), optimizers.Schedule(base_learning_rate=1e-2),
+      jax.tree.map(lambda _: True, params), axes)
+  per_leaf = optimizers.Adafactor()(lambda step: 1e-2)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def our_step(tx, params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  t5x_opt = t5x_def.create(params)
+  state, per_leaf_state = ours.init(params), per_leaf.init(params)
+  ours_params = per_leaf_params = params
+  rng = np.random.default_rng(0)
+  for _ in range(3):
+    grads = jax.tree.map(lambda p: jnp.asarray(
+        10.0 * rng.normal(size=p.shape), jnp.float32), params)
+    t5x_opt = t5x_step(t5x_opt, grads)
+    ours_params, state = our_step(ours, ours_params, state, grads)
+    per_leaf_params, per_leaf_state = our_step(per_leaf, per_leaf_params,
+                                               per_leaf_state, grads)
+  want = traverse_util.flatten_dict(t5x_opt.target)
+  got = traverse_util.flatten_dict(ours_params)
+  assert got.keys() == want.keys()
+  for path, value in got.items():
+    np.testing.assert_allclose(value, want[path], rtol=1e-5, atol=1e-7,
+                               err_msg=str(path))
+  # One RMS per leaf would not match t5x on the per-layer hypernetwork leaves.
+  differs = [path for path, value in traverse_util.flatten_dict(
+      per_leaf_params).items()
+             if not np.allclose(value, want[path], rtol=1e-4, atol=1e-6)]
+  assert differs and all('hyperprompt' in p for p in differs)
