@@ -129,3 +129,17 @@ def test_whole_runs_read_both_trainers_logged_steps_per_second():
   ratios = [ours / t5x for ours, t5x in zip(runs.ours_steps_per_second,
                                             runs.t5x_steps_per_second)]
   assert math.isclose(runs.speedup, sum(ratios) / 2)
+
+
+def test_known_chips_report_mfu_against_their_bf16_datasheet_peak(
+    monkeypatch):
+  """On a GPU of the table (eight H200s, faked: no GPU here) the bf16 peak
+  is the datasheet's times the devices; other dtypes time a matmul."""
+  class H200:
+    device_kind = 'NVIDIA H200'
+  monkeypatch.setattr(bench.jax, 'devices', lambda: [H200()] * 8)
+  assert bench.peak_flops_per_second('bfloat16') == (
+      8 * bench.CHIP_PEAK_FLOPS['NVIDIA H200'], 'NVIDIA H200 bf16 datasheet')
+  monkeypatch.undo()
+  flops, source = bench.peak_flops_per_second('bfloat16', size=64, repeats=2)
+  assert flops > 0 and source == '64^2 bfloat16 matmul, measured'
