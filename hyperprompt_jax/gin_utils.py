@@ -7,6 +7,7 @@ own `gin/` directory is always searchable, so `--gin_file=runs/x.gin` and
 """
 
 import argparse
+import contextlib
 import difflib
 import logging
 import pathlib
@@ -124,6 +125,37 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
         '--gin.KEY=VALUE bindings (strings need inner quotes: '
         "--gin.MODEL_DIR=\"'/tmp/run'\")") from e
   check_macro_bindings(bindings)
+
+
+@contextlib.contextmanager
+def isolated_config() -> Iterator[None]:
+  """Runs the block on an empty gin config, then gives the caller's back.
+
+  gin has one config per process: reading a run's `config.gin` (as
+  `infer.Predictor` does) would otherwise replace whatever the calling
+  program had bound. gin has no public snapshot, so its module state is
+  saved and restored: bindings, imports, operative config, search paths and
+  lock (constants survive `gin.clear_config` by themselves).
+  """
+  # pylint: disable=protected-access
+  state = gin.config
+  saved = ({k: dict(v) for k, v in state._CONFIG.items()},
+           dict(state._SINGLETONS), set(state._IMPORTS),
+           {k: dict(v) for k, v in state._OPERATIVE_CONFIG.items()},
+           list(state._LOCATION_PREFIXES), gin.config_is_locked())
+  gin.clear_config()
+  try:
+    yield
+  finally:
+    gin.clear_config()
+    config, singletons, imports, operative, prefixes, locked = saved
+    state._CONFIG.update(config)
+    state._SINGLETONS.update(singletons)
+    state._IMPORTS.update(imports)
+    state._OPERATIVE_CONFIG.update(operative)
+    state._LOCATION_PREFIXES[:] = prefixes
+    state._set_config_is_locked(locked)
+  # pylint: enable=protected-access
 
 
 def _raised_by_own_code(e: BaseException) -> bool:

@@ -82,9 +82,13 @@ class Predictor:
     checkpointer = checkpoints_lib.Checkpointer(model_dir, read_only=True)
     self.task_ids = tasks.load_task_id_map(
         _run_file(model_dir, train_loop.TASK_IDS_FILE))
-    gin.clear_config()
-    gin_utils.parse_gin([_run_file(model_dir, train_loop.CONFIG_FILE)], [])
-    bindings = gin.get_bindings(train_loop.train)
+    # Everything gin configures is built while the run's config is bound;
+    # the caller's config is back afterwards.
+    with gin_utils.isolated_config():
+      gin_utils.parse_gin([_run_file(model_dir, train_loop.CONFIG_FILE)], [])
+      bindings = gin.get_bindings(train_loop.train)
+      self._rules = partitioning.logical_axis_rules()
+      self._converter = bindings['model'].feature_converter_cls(pack=False)
     self.model = bindings['model']
     self.task_feature_lengths = dict(
         bindings['train_dataset_cfg'].task_feature_lengths)
@@ -92,10 +96,9 @@ class Predictor:
     self.mesh = mesh_lib.MeshConfig().make_mesh()
     data_size = self.mesh.shape['data']
     self.batch_size = -(-batch_size // data_size) * data_size
-    self._rules = partitioning.logical_axis_rules()
     self._batch_sharding = mesh_lib.batch_sharding(self.mesh)
-    lengths = self.model.feature_converter_cls(
-        pack=False).get_model_feature_lengths(self.task_feature_lengths)
+    lengths = self._converter.get_model_feature_lengths(
+        self.task_feature_lengths)
     input_shapes = {k: (self.batch_size, n) for k, n in lengths.items()}
     abstract, self._param_shardings, _ = trainer_lib.abstract_params(
         self.model, self.mesh, self._rules, input_shapes,
@@ -136,9 +139,8 @@ class Predictor:
             'inputs': tf.TensorSpec([None], tf.int32),
             'targets': tf.TensorSpec([None], tf.int32),
             'task_id': tf.TensorSpec([], tf.int32)})
-    converter = self.model.feature_converter_cls(pack=False)
-    return converter(ds, {'inputs': limit, 'targets': max_decode_length}
-                     ).enumerate()
+    return self._converter(ds, {'inputs': limit,
+                                'targets': max_decode_length}).enumerate()
 
   def predict(self, task: str, inputs: Sequence[str],
               config: DecodeConfig = DecodeConfig()) -> list[str]:

@@ -8,10 +8,12 @@ import json
 import re
 import shutil
 
+import gin
 import pytest
 
 from hyperprompt_jax import checkpoints
 from hyperprompt_jax import infer
+from hyperprompt_jax import partitioning
 from tests import train_runs
 from tests.two_task_mixture import CONTAINS_SEVEN
 from tests.two_task_mixture import REVERSE
@@ -93,6 +95,26 @@ def test_predictor_restores_the_latest_params_and_uses_saved_task_ids(
   (copy / 'task_ids.json').write_text(json.dumps(saved))
   with pytest.raises(ValueError, match=f"'{CONTAINS_SEVEN}' is not one"):
     infer.Predictor(str(copy), step=4).task_id(CONTAINS_SEVEN)
+
+
+def test_predictor_gives_the_caller_its_gin_config_back(run):
+  """The run's config.gin is read on its own: the caller's bindings are
+  there afterwards, the run's are not, and the run's (not the caller's)
+  partitioning rules shard the restored params."""
+  dims = ('hyperprompt_jax.partitioning.logical_axis_rules.'
+          'parameter_partitioning_dims')
+  gin.clear_config()
+  gin.parse_config(f'{dims} = 2')
+  try:
+    predictor = infer.Predictor(str(run[1]), batch_size=2)
+    assert gin.query_parameter(dims) == 2
+    with pytest.raises(ValueError):  # The run's macros are gone.
+      gin.query_parameter('%MODEL_DIR')
+    assert predictor._rules == partitioning.logical_axis_rules(  # pylint: disable=protected-access
+        parameter_partitioning_dims=1)
+    assert predictor._rules != partitioning.logical_axis_rules()  # pylint: disable=protected-access
+  finally:
+    gin.clear_config()
 
 
 def test_predictor_decoders_return_one_prediction_per_input(predictor):
