@@ -17,6 +17,8 @@ from jax.sharding import PartitionSpec
 import numpy as np
 import optax
 
+from hyperprompt_jax import partitioning
+
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
@@ -128,10 +130,6 @@ LAYERS = 'layers'  # The logical axis whose slices get their own RMS.
 LayerAxes = Mapping[tuple[str, ...], tuple[int, ...]]
 
 
-def _names(path) -> tuple[str, ...]:
-  return tuple(str(getattr(k, 'key', k)) for k in path)
-
-
 def layer_axes(param_axes: Any) -> LayerAxes:
   """Each leaf's `layers` axes, by its path.
 
@@ -144,14 +142,17 @@ def layer_axes(param_axes: Any) -> LayerAxes:
   """
   specs = jax.tree_util.tree_flatten_with_path(
       param_axes, is_leaf=lambda x: isinstance(x, (tuple, PartitionSpec)))[0]
-  return {_names(path): tuple(i for i, name in enumerate(spec)
-                              if name == LAYERS) for path, spec in specs}
+  return {partitioning.key_names(path):
+              tuple(i for i, name in enumerate(spec) if name == LAYERS)
+          for path, spec in specs}
 
 
-def _layer_rms(x: jnp.ndarray, layers: tuple[int, ...],
+def _layer_rms(x: jnp.ndarray, path, layer_axes_by_path: LayerAxes,
                min_rms: float = 0.0) -> jnp.ndarray:
-  """RMS over every axis of `x` but `layers`, at least `min_rms`: a scalar,
-  or broadcastable to `x` (`layers` kept, the others size 1)."""
+  """RMS of the leaf `x` at `path` over every axis but its `layers` axes, at
+  least `min_rms`: a scalar, or broadcastable to `x` (`layers` kept, the
+  others size 1)."""
+  layers = layer_axes_by_path.get(partitioning.key_names(path), ())
   if not layers:
     # A scalar, as optax's: a keepdims reduction of every leaf made XLA:CPU's
     # tiny `global` step 1.2x slower.
@@ -169,7 +170,7 @@ def clip_by_layer_rms(threshold: float, layers: LayerAxes
   def update(updates, state, params=None):
     del params
     def clip(path, u):
-      rms = _layer_rms(u, layers.get(_names(path), ()))
+      rms = _layer_rms(u, path, layers)
       return u / jnp.maximum(1.0, rms / threshold)
     return jax.tree_util.tree_map_with_path(clip, updates), state
 
@@ -182,8 +183,7 @@ def scale_by_param_layer_rms(layers: LayerAxes, min_scale: float = 1e-3
   own RMS."""
 
   def update(updates, state, params):
-    scale = lambda path, u, p: u * _layer_rms(
-        p, layers.get(_names(path), ()), min_scale)
+    scale = lambda path, u, p: u * _layer_rms(p, path, layers, min_scale)
     return jax.tree_util.tree_map_with_path(scale, updates, params), state
 
   return optax.GradientTransformation(optax.init_empty_state, update)

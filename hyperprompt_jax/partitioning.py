@@ -85,6 +85,12 @@ def logical_axis_rules(
           BACKBONE_AXIS_RULES_TAIL + HYPERPROMPT_AXIS_RULES)
 
 
+def key_names(path) -> tuple[str, ...]:
+  """A leaf's `jax.tree_util` key path as the names of its dict keys, e.g.
+  `('encoder', 'layers_0', 'mlp', 'wi', 'kernel')`."""
+  return tuple(str(getattr(k, 'key', k)) for k in path)
+
+
 def is_conditioning_param(path: tuple[str, ...]) -> bool:
   """Whether the parameter at `path` belongs to the task conditioning."""
   return any(name in CONDITIONING_MODULES for name in path)

@@ -37,8 +37,8 @@ def trainable_mask(params: Any, tune: str) -> Any:
     raise ValueError(f'unknown tune mode {tune!r}: use "all" or "conditioning"')
 
   def is_trainable(path, _):
-    names = tuple(str(getattr(k, 'key', k)) for k in path)
-    return tune == 'all' or partitioning.is_conditioning_param(names)
+    return tune == 'all' or partitioning.is_conditioning_param(
+        partitioning.key_names(path))
 
   mask = jax.tree_util.tree_map_with_path(is_trainable, params)
   if not any(jax.tree.leaves(mask)):

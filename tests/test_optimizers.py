@@ -1,5 +1,6 @@
 """Learning-rate schedules against hand-computed values; Adafactor against
-optax's, and on scanned layers against unscanned ones."""
+optax's, per layer of a `layers` axis against separate leaves, and (with
+t5x) against t5x's Adafactor."""
 
 import functools
 import math
@@ -91,8 +92,6 @@ def test_adafactor_equals_optax_adafactor(config):
     for a, b in zip(jax.tree.leaves((got, states[0])),
                     jax.tree.leaves((want, states[1]))):
       np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-9)
-
-
 
 
 def _stack(per_layer):
