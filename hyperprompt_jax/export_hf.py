@@ -35,6 +35,7 @@ from hyperprompt_jax import checkpoint_import
 from hyperprompt_jax import gin_utils
 from hyperprompt_jax import infer
 from hyperprompt_jax import network
+from hyperprompt_jax import normalization
 from hyperprompt_jax import partitioning
 from hyperprompt_jax import scan_conversion
 from hyperprompt_jax import train_loop
@@ -42,9 +43,6 @@ from hyperprompt_jax import train_loop
 BACKBONE_FILE = 'model.safetensors'
 HF_CONFIG_FILE = 'config.json'
 CONDITIONING_FILE = 'hyperprompt.safetensors'
-# T5.1.1's relative positions (network.py): buckets come from the params.
-_RELATIVE_ATTENTION_MAX_DISTANCE = 128
-_LAYER_NORM_EPSILON = 1e-6  # normalization.LayerNorm's default.
 # Marks the files as holding torch-layout tensors, which transformers requires.
 _METADATA = {'format': 'pt'}
 
@@ -79,12 +77,14 @@ def hf_config(cfg: network.T5Config, params: Params) -> dict[str, Any]:
       'num_decoder_layers': cfg.num_decoder_layers,
       'num_heads': cfg.num_heads,
       'relative_attention_num_buckets': int(num_buckets),
-      'relative_attention_max_distance': _RELATIVE_ATTENTION_MAX_DISTANCE,
+      'relative_attention_max_distance':
+          network.RELATIVE_ATTENTION_MAX_DISTANCE,
       'vocab_size': int(vocab_size),
       'feed_forward_proj': 'gated-gelu',
       'tie_word_embeddings': False,
       'dropout_rate': cfg.dropout_rate,
-      'layer_norm_epsilon': _LAYER_NORM_EPSILON,
+      # The network's norms all keep LayerNorm's default epsilon.
+      'layer_norm_epsilon': normalization.LayerNorm.epsilon,
       'initializer_factor': 1.0,
       'is_encoder_decoder': True,
       'use_cache': True,

@@ -54,6 +54,11 @@ REMAT_POLICIES = {
 }
 
 
+# T5's relative position buckets, as t5x's T5.1.1 network fixes them.
+RELATIVE_ATTENTION_NUM_BUCKETS = 32
+RELATIVE_ATTENTION_MAX_DISTANCE = 128
+
+
 @struct.dataclass
 class T5Config:
   """Backbone hyperparameters, with the field names of t5x's T5Config.
@@ -124,7 +129,8 @@ def _residual(cfg: T5Config, norm_name: str, block, x, deterministic: bool):
 
 def _relative_biases(cfg: T5Config):
   return relative_position.RelativePositionBiases(
-      num_buckets=32, max_distance=128, num_heads=cfg.num_heads,
+      num_buckets=RELATIVE_ATTENTION_NUM_BUCKETS,
+      max_distance=RELATIVE_ATTENTION_MAX_DISTANCE, num_heads=cfg.num_heads,
       dtype=cfg.dtype, name='relpos_bias')
 
 
