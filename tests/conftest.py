@@ -39,6 +39,9 @@ def pytest_configure(config):
       'markers', 'gpu: needs a GPU visible to JAX; skipped where there is none.')
   config.addinivalue_line(
       'markers', 'tpu_aot: needs libtpu (TPU compiles); skipped where it is absent.')
+  config.addinivalue_line(
+      'markers', 'hf: needs torch and transformers; skipped where either is '
+      'absent.')
 
 
 def pytest_unconfigure(config):
@@ -77,12 +80,20 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason='no GPU visible to JAX')
     for item in gpu_items:
       item.add_marker(skip)
-  t5x_items = [item for item in items if item.get_closest_marker('t5x')]
-  if not t5x_items:
+  _skip_unimportable(items, 't5x', ('t5x',))
+  _skip_unimportable(items, 'hf', ('torch', 'transformers'))
+
+
+def _skip_unimportable(items, marker: str, modules) -> None:
+  """Skips the tests marked `marker` where one of `modules` fails to import."""
+  marked = [item for item in items if item.get_closest_marker(marker)]
+  if not marked:
     return
-  try:
-    importlib.import_module('t5x')
-  except ImportError as e:
-    skip = pytest.mark.skip(reason=f't5x is not importable: {e}')
-    for item in t5x_items:
-      item.add_marker(skip)
+  for name in modules:
+    try:
+      importlib.import_module(name)
+    except ImportError as e:
+      skip = pytest.mark.skip(reason=f'{name} is not importable: {e}')
+      for item in marked:
+        item.add_marker(skip)
+      return
