@@ -131,15 +131,31 @@ def test_whole_runs_read_both_trainers_logged_steps_per_second():
   assert math.isclose(runs.speedup, sum(ratios) / 2)
 
 
+# Dense bf16 Tensor Core peaks from NVIDIA's datasheets: H100 SXM and H200
+# SXM give 1,979 TFLOPS with 2:4 sparsity, so 989.5 dense; A100 (40 and 80
+# GB) gives 312 dense (624 with sparsity).
+DATASHEET_BF16_PEAKS = {
+    'NVIDIA H100 80GB HBM3': 989.5e12,
+    'NVIDIA H200': 989.5e12,
+    'NVIDIA A100-SXM4-80GB': 312e12,
+    'NVIDIA A100-SXM4-40GB': 312e12,
+}
+
+
+@pytest.mark.parametrize('kind', sorted(DATASHEET_BF16_PEAKS))
 def test_known_chips_report_mfu_against_their_bf16_datasheet_peak(
-    monkeypatch):
-  """On a GPU of the table (eight H200s, faked: no GPU here) the bf16 peak
-  is the datasheet's times the devices; other dtypes time a matmul."""
-  class H200:
-    device_kind = 'NVIDIA H200'
-  monkeypatch.setattr(bench.jax, 'devices', lambda: [H200()] * 8)
-  assert bench.peak_flops_per_second('bfloat16') == (
-      8 * bench.CHIP_PEAK_FLOPS['NVIDIA H200'], 'NVIDIA H200 bf16 datasheet')
-  monkeypatch.undo()
+    kind, monkeypatch):
+  """On a GPU of the table (eight of them, faked: no GPU here) the bf16 peak
+  is the datasheet's dense figure times the devices (to the table's rounding
+  to 1 TFLOPS). Catches a wrong or sparse figure, or a chip missing."""
+  chip = type('Chip', (), {'device_kind': kind})
+  monkeypatch.setattr(bench.jax, 'devices', lambda: [chip()] * 8)
+  flops, source = bench.peak_flops_per_second('bfloat16')
+  assert source == f'{kind} bf16 datasheet'
+  assert flops == pytest.approx(8 * DATASHEET_BF16_PEAKS[kind], rel=1e-3)
+
+
+def test_other_chips_time_a_matmul():
+  """A chip outside the table (this CPU) measures its peak with a matmul."""
   flops, source = bench.peak_flops_per_second('bfloat16', size=64, repeats=2)
   assert flops > 0 and source == '64^2 bfloat16 matmul, measured'
