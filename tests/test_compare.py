@@ -9,14 +9,13 @@ import sys
 import types
 from unittest import mock
 
+import jax
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from hyperprompt_jax import compare
-from hyperprompt_jax import hyperprompt_config
-from hyperprompt_jax import network
-from hyperprompt_jax import param_counts
+from hyperprompt_jax import infer
 from tests import train_runs
 from tests import two_task_mixture
 
@@ -83,17 +82,11 @@ def eval_results(output_dir, name):
     return json.load(f)
 
 
-def expected_added_params(variant: str) -> tuple[int, int]:
-  """(added, backbone) by param_counts for train_runs' tiny model, byte
-  vocabulary and the variant files' default sizes."""
-  config = network.T5Config(
-      vocab_size=384, emb_dim=16, num_heads=2, num_encoder_layers=1,
-      num_decoder_layers=1, head_dim=8, mlp_dim=32,
-      mlp_activations=('gelu', 'linear'))
-  hp = hyperprompt_config.HyperPromptConfig(variant=variant,
-                                            num_tasks=NUM_TASKS)
-  return (param_counts.conditioning_param_count(hp, config),
-          param_counts.backbone_param_count(config))
+def saved_param_count(output_dir, name) -> int:
+  """Parameters in run `name`'s final checkpoint (restored by `Predictor`),
+  counted array by array: independent of param_counts' formulas."""
+  params = infer.Predictor(str(output_dir / name)).params
+  return sum(leaf.size for leaf in jax.tree.leaves(params))
 
 
 def test_settings_apply_each_ablation_only_where_it_changes_the_variant():
@@ -176,6 +169,7 @@ def test_outputs_hold_every_run_and_their_mean_and_std(comparison):
     assert run['step_time_seconds'] > 0
   tasks = sorted(saved['runs'][0]['results'])
   assert len(tasks) == NUM_TASKS
+  counts = {v: saved_param_count(output_dir, f'{v}-seed0') for v in VARIANTS}
   for row, variant in zip(saved['rows'], VARIANTS):
     assert row['name'] == variant
     runs = [eval_results(output_dir, f'{variant}-seed{s}')['results']
@@ -189,7 +183,8 @@ def test_outputs_hold_every_run_and_their_mean_and_std(comparison):
                          if k not in ('loss', 'token_accuracy')])
                 for r in runs]
       assert row['tasks'][task]['mean'] == pytest.approx(np.mean(scores))
-    added, backbone = expected_added_params(variant)
+    added, backbone = counts[variant] - counts['none'], counts['none']
+    assert added > 0 or variant == 'none'
     assert (row['added_params'], row['backbone_params']) == (added, backbone)
     assert row['added_percent'] == pytest.approx(100 * added / backbone)
     assert row['step_time_seconds']['mean'] > 0
@@ -198,7 +193,7 @@ def test_outputs_hold_every_run_and_their_mean_and_std(comparison):
   assert table.split('\n\n', 1)[1].strip() in result.stdout
   lines = table.splitlines()
   assert lines[2].startswith('| variant | contains_seven | reverse |')
-  share_added = f'{expected_added_params("share")[0]:,}'
+  share_added = f'{counts["share"] - counts["none"]:,}'
   assert lines[-1].startswith('| share |') and f'| {share_added} |' in lines[-1]
   png = (output_dir / 'comparison.png').read_bytes()
   assert png.startswith(b'\x89PNG') and len(png) > 10_000
