@@ -37,6 +37,10 @@ INSTALL_REQUIRES = [
     'matplotlib>=3.8,<4',
 ]
 
+# `python -m hyperprompt_jax.<name>`, also installed as `hyperprompt-<name>`.
+COMMANDS = ('train', 'infer', 'export_hf', 'convert_checkpoint', 'bench',
+            't5x_bench', 'resume_bench', 'plan', 'compare', 'tpu_launch')
+
 setuptools.setup(
     name='hyperprompt-jax',
     version='0.1.0',
@@ -46,8 +50,15 @@ setuptools.setup(
     python_requires='>=3.10',
     # `tasks/` holds the seqio registrations; it installs as
     # `hyperprompt_jax.tasks` so that it never shadows another `tasks` package.
-    packages=['hyperprompt_jax', 'hyperprompt_jax.tasks'],
-    package_dir={'hyperprompt_jax.tasks': 'tasks'},
+    # `gin/` installs as `hyperprompt_jax/gin`, where the commands and
+    # `--gin_search_paths` find it from any directory.
+    packages=[*setuptools.find_packages(include=['hyperprompt_jax*']),
+              'hyperprompt_jax.tasks', 'hyperprompt_jax.gin'],
+    package_dir={'hyperprompt_jax.tasks': 'tasks', 'hyperprompt_jax.gin': 'gin'},
+    package_data={'hyperprompt_jax.gin': ['*/*.gin', '*/*/*.gin']},
+    entry_points={'console_scripts': [
+        f'hyperprompt-{name.replace("_", "-")} = hyperprompt_jax.cli:{name}'
+        for name in COMMANDS]},
     install_requires=INSTALL_REQUIRES,
     extras_require={'test': ['pytest>=9,<10', 'pytest-xdist>=3.6,<4',
                              'filelock>=3.12'],

@@ -20,14 +20,18 @@ def _import_tensorflow_quietly() -> None:
     os.close(saved)
 
 
-# `python -m hyperprompt_jax.<command>` is starting (sys.argv[0] is '-m' while
-# Python locates the module): keep the C++ logs of TensorFlow and XLA (CUDA
+# `python -m hyperprompt_jax.<command>` (sys.argv[0] is '-m' while Python
+# locates the module) or its console script `hyperprompt-<command>` is
+# starting: keep the C++ logs of TensorFlow and XLA (CUDA
 # probes, kernel warnings) out of the command's output unless --verbose asks
 # for them (whatever TF_CPP_MIN_LOG_LEVEL says: TensorFlow itself sets it to 1
 # in the environment that subprocesses inherit). This must happen before
 # anything imports TensorFlow; importing the package as a library changes
 # nothing. (tpu_launch only drives gcloud.)
-if (sys.argv[:1] == ['-m'] and '--verbose' not in sys.argv
-    and 'hyperprompt_jax.tpu_launch' not in sys.orig_argv):
+_ARGV0 = os.path.basename(sys.argv[0]) if sys.argv else ''
+if ((_ARGV0 == '-m' or _ARGV0.startswith('hyperprompt-'))
+    and '--verbose' not in sys.argv
+    and 'hyperprompt_jax.tpu_launch' not in sys.orig_argv
+    and _ARGV0 != 'hyperprompt-tpu-launch'):
   os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
   _import_tensorflow_quietly()

@@ -32,9 +32,9 @@ from flax import traverse_util
 import numpy as np
 import tensorstore as ts
 
-from hyperprompt_jax import checkpoint_import
+from hyperprompt_jax.checkpointing import checkpoint_import
+from hyperprompt_jax.checkpointing import scan_conversion
 from hyperprompt_jax import gin_utils
-from hyperprompt_jax import scan_conversion
 
 LazyArray = checkpoint_import.LazyArray
 LAYOUTS = ('scanned', 'unscanned')

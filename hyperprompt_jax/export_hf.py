@@ -31,14 +31,14 @@ import jax
 import numpy as np
 from safetensors import numpy as safetensors_numpy
 
-from hyperprompt_jax import checkpoint_import
+from hyperprompt_jax.checkpointing import checkpoint_import
+from hyperprompt_jax.checkpointing import scan_conversion
 from hyperprompt_jax import gin_utils
 from hyperprompt_jax import infer
-from hyperprompt_jax import network
-from hyperprompt_jax import normalization
-from hyperprompt_jax import partitioning
-from hyperprompt_jax import scan_conversion
-from hyperprompt_jax import train_loop
+from hyperprompt_jax.layers import normalization
+from hyperprompt_jax.model import network
+from hyperprompt_jax.sharding import partitioning
+from hyperprompt_jax.training import train_loop
 
 BACKBONE_FILE = 'model.safetensors'
 HF_CONFIG_FILE = 'config.json'
@@ -129,11 +129,12 @@ def export(model_dir: str, output: str, step: Optional[int] = None) -> int:
   config = hf_config(predictor.model.module.config, params)
   backbone, conditioning = split_params(params)
   os.makedirs(output, exist_ok=True)
-  safetensors_numpy.save_file(backbone, os.path.join(output, BACKBONE_FILE),
-                              metadata=_METADATA)
-  safetensors_numpy.save_file(conditioning,
-                              os.path.join(output, CONDITIONING_FILE),
-                              metadata=_METADATA)
+  for name, tensors in ((BACKBONE_FILE, backbone),
+                        (CONDITIONING_FILE, conditioning)):
+    # Written with open(), not save_file (which leaves 0600 files), so the
+    # files get the same permissions as the others.
+    with open(os.path.join(output, name), 'wb') as f:
+      f.write(safetensors_numpy.save(tensors, metadata=_METADATA))
   with open(os.path.join(output, HF_CONFIG_FILE), 'w') as f:
     json.dump(config, f, indent=2)
   for name in (train_loop.TASK_IDS_FILE, train_loop.CONFIG_FILE):

@@ -11,6 +11,7 @@ import contextlib
 import difflib
 import logging
 import pathlib
+import re
 import sys
 import traceback
 import warnings
@@ -20,8 +21,28 @@ import gin
 
 from hyperprompt_jax import errors
 
-# <repo>/gin when running from a checkout or an editable install.
-DEFAULT_GIN_DIR = pathlib.Path(__file__).resolve().parent.parent / 'gin'
+# The gin files ship inside the package (hyperprompt_jax/gin of an installed
+# wheel); a checkout or an editable install reads the repository's gin/.
+DEFAULT_GIN_DIR = pathlib.Path(__file__).resolve().parent / 'gin'
+if not DEFAULT_GIN_DIR.is_dir():
+  DEFAULT_GIN_DIR = DEFAULT_GIN_DIR.parent.parent / 'gin'
+
+# Modules that a run's saved config.gin imports, from where they stood before
+# the package had sub-packages: importing them under their old names keeps
+# such a run's bindings (`model.EncoderDecoderModel...`) readable.
+_MOVED_MODULES = {
+    'checkpoints': 'hyperprompt_jax.checkpointing.checkpoints',
+    'data': 'hyperprompt_jax.data.pipeline',
+    'feature_converter': 'hyperprompt_jax.data.feature_converter',
+    'hyperprompt_config': 'hyperprompt_jax.conditioning.hyperprompt_config',
+    'mesh': 'hyperprompt_jax.sharding.mesh',
+    'model': 'hyperprompt_jax.model.encoder_decoder',
+    'network': 'hyperprompt_jax.model.network',
+    'optimizers': 'hyperprompt_jax.training.optimizers',
+    'partitioning': 'hyperprompt_jax.sharding.partitioning',
+    'train_loop': 'hyperprompt_jax.training.train_loop',
+    'trainer': 'hyperprompt_jax.training.trainer',
+}
 
 
 def _not_search_path_miss(record: logging.LogRecord) -> bool:
@@ -127,6 +148,29 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
   check_macro_bindings(bindings)
 
 
+def parse_run_config(text: str, path: str) -> None:
+  """Parses the `config.gin` a run saved (`text`, read from `path`).
+
+  Configs saved before the package had sub-packages import modules by their
+  old names; those imports are redirected to where the modules stand now.
+  """
+  def redirect(m):
+    module = _MOVED_MODULES.get(m.group(1))
+    if module is None:
+      return m.group(0)
+    package, name = module.rsplit('.', 1)
+    return f'from {package} import {name} as {m.group(1)}'
+
+  text = re.sub(r'^from hyperprompt_jax import (\w+)$', redirect, text,
+                flags=re.M)
+  try:
+    gin.parse_config(text)
+  except (ValueError, SyntaxError, ImportError, KeyError) as e:
+    raise GinConfigError(
+        f'unreadable run config {path} ({type(e).__name__}: '
+        f'{errors.first_line(e)}); pass the MODEL_DIR of a training run') from e
+
+
 @contextlib.contextmanager
 def isolated_config() -> Iterator[None]:
   """Runs the block on an empty gin config, then gives the caller's back.
@@ -193,8 +237,8 @@ def run_main(main) -> None:
   exit with one `error: ...` line; a preempted run prints one line and exits
   with `preemption.EXIT_CODE`.
   """
-  from hyperprompt_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  from hyperprompt_jax import preemption  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax.checkpointing import checkpoints  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax.training import preemption  # pylint: disable=g-import-not-at-top
   argv = sys.argv[1:]
   if '--verbose' in argv:
     argv.remove('--verbose')

@@ -26,14 +26,14 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from hyperprompt_jax import checkpoints as checkpoints_lib
-from hyperprompt_jax import evaluation
+from hyperprompt_jax.checkpointing import checkpoints as checkpoints_lib
 from hyperprompt_jax import gin_utils
-from hyperprompt_jax import mesh as mesh_lib
-from hyperprompt_jax import partitioning
+from hyperprompt_jax.sharding import mesh as mesh_lib
+from hyperprompt_jax.sharding import partitioning
 from hyperprompt_jax import tasks
-from hyperprompt_jax import train_loop
-from hyperprompt_jax import trainer as trainer_lib
+from hyperprompt_jax.training import evaluation
+from hyperprompt_jax.training import train_loop
+from hyperprompt_jax.training import trainer as trainer_lib
 
 DECODERS = ('greedy', 'sample', 'beam')
 
@@ -85,7 +85,9 @@ class Predictor:
     # Everything gin configures is built while the run's config is bound;
     # the caller's config is back afterwards.
     with gin_utils.isolated_config():
-      gin_utils.parse_gin([_run_file(model_dir, train_loop.CONFIG_FILE)], [])
+      config_file = _run_file(model_dir, train_loop.CONFIG_FILE)
+      with tf.io.gfile.GFile(config_file) as f:
+        gin_utils.parse_run_config(f.read(), config_file)
       bindings = gin.get_bindings(train_loop.train)
       self._rules = partitioning.logical_axis_rules()
       self._converter = bindings['model'].feature_converter_cls(pack=False)

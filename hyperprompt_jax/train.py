@@ -41,7 +41,7 @@ def main(argv: Sequence[str]) -> None:
     jax.distributed.initialize(args.coordinator_address, args.num_processes,
                                args.process_id)
   # Imported after jax.distributed: they touch the backend.
-  from hyperprompt_jax import train_loop  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax.training import train_loop  # pylint: disable=g-import-not-at-top
   gin_utils.parse_gin(args.gin_file, args.gin_bindings,
                       [p for p in args.gin_search_paths.split(',') if p])
   gin.get_configurable(train_loop.train)()

@@ -6,11 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hyperprompt_jax import adapter
-from hyperprompt_jax import checkpoint_import
-from hyperprompt_jax import param_counts
-from hyperprompt_jax import partitioning
-from hyperprompt_jax import trainer
+from hyperprompt_jax.checkpointing import checkpoint_import
+from hyperprompt_jax.conditioning import adapter
+from hyperprompt_jax.conditioning import param_counts
+from hyperprompt_jax.sharding import partitioning
+from hyperprompt_jax.training import trainer
 import tiny_models as tm
 from test_network import _pack
 

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from hf_t5_files import write_safetensors
-from hyperprompt_jax import checkpoint_import
+from hyperprompt_jax.checkpointing import checkpoint_import
 from hyperprompt_jax import export_hf
-from hyperprompt_jax import relative_position
+from hyperprompt_jax.layers import relative_position
 import tiny_models
 
 FIXTURE = pathlib.Path(__file__).parent / 'fixtures' / 'hf_t5_tiny_golden.npz'

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hyperprompt_jax import data
+from hyperprompt_jax.checkpointing import iterator_checkpoint
+from hyperprompt_jax.data import pipeline
 from hyperprompt_jax import gin_utils
 from hyperprompt_jax import infer
-from hyperprompt_jax import iterator_checkpoint
-from hyperprompt_jax import masks
-from hyperprompt_jax import train_loop
+from hyperprompt_jax.layers import masks
+from hyperprompt_jax.training import train_loop
 from tests import train_runs
 
 
@@ -77,24 +77,24 @@ def test_task_ids_outside_the_range_are_refused_on_the_host(bad):
            'decoder_task_ids': np.array([[1, bad]])}
   with pytest.raises(ValueError, match=rf'decoder_task_ids holds task id '
                      rf'{bad}, outside \[0, 3\) of NUM_TASKS=3'):
-    data.check_task_ids(batch, num_tasks=3)
+    pipeline.check_task_ids(batch, num_tasks=3)
 
 
 def test_packed_rows_of_several_tasks_are_refused_when_routed_by_row():
   batch = {'encoder_task_ids': np.array([[1, 1, 0], [2, 0, 0]]),
            'encoder_segment_ids': np.array([[1, 1, 0], [1, 2, 0]])}
   # Row 0's padding (segment 0) has id 0: not a second task.
-  data.check_task_ids(batch, 3, one_task_per_row=False)
+  pipeline.check_task_ids(batch, 3, one_task_per_row=False)
   with pytest.raises(ValueError, match=r'Packed row 1 of the batch holds '
                      r'examples of several tasks \(encoder_task_ids\).*'
                      'ONE_TASK_PER_ROW = False'):
-    data.check_task_ids(batch, 3, one_task_per_row=True)
+    pipeline.check_task_ids(batch, 3, one_task_per_row=True)
   batch['encoder_task_ids'][1, 1] = 2
-  data.check_task_ids(batch, 3, one_task_per_row=True)
+  pipeline.check_task_ids(batch, 3, one_task_per_row=True)
 
 
 def test_task_ids_in_range_pass():
-  data.check_task_ids({'encoder_task_ids': np.array([[0, 2]]),
+  pipeline.check_task_ids({'encoder_task_ids': np.array([[0, 2]]),
                        'decoder_task_ids': np.zeros((1, 0), np.int32)}, 3)
 
 
@@ -121,7 +121,7 @@ def test_input_file_lines(tmp_path):
 def test_own_errors_are_one_line_and_library_errors_keep_traceback():
   def own(argv):
     del argv
-    data.check_task_ids({'encoder_task_ids': np.array([[5]])}, 3)
+    pipeline.check_task_ids({'encoder_task_ids': np.array([[5]])}, 3)
 
   with pytest.raises(SystemExit, match='^error: encoder_task_ids holds task '
                      'id 5'):
@@ -142,7 +142,7 @@ def test_errors_from_inside_jax_called_by_project_code_are_not_its_own():
     jax.jit(masks.combine_masks)(np.ones((2, 3), bool), np.ones((4, 5), bool))
   assert not gin_utils._raised_by_own_code(shape_error.value)  # pylint: disable=protected-access
   with pytest.raises(ValueError) as own:
-    data.check_task_ids({'encoder_task_ids': np.array([[5]])}, 3)
+    pipeline.check_task_ids({'encoder_task_ids': np.array([[5]])}, 3)
   assert gin_utils._raised_by_own_code(own.value)  # pylint: disable=protected-access
 
 

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from hyperprompt_jax import bench
-from hyperprompt_jax import t5x_bench
+from hyperprompt_jax.tools import bench
+from hyperprompt_jax.tools import t5x_bench
 
 SHAPE = bench.Shape(batch_size=2, input_length=8, target_length=4,
                     vocab_size=384)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import seqio
 
-from hyperprompt_jax import model as model_lib
-from hyperprompt_jax import network
+from hyperprompt_jax.model import encoder_decoder as model_lib
+from hyperprompt_jax.model import network
 import tiny_models as tm
 
 

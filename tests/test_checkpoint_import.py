@@ -16,7 +16,7 @@ from flax import traverse_util
 import orbax.checkpoint as ocp
 import tensorstore as ts
 
-from hyperprompt_jax import checkpoint_import
+from hyperprompt_jax.checkpointing import checkpoint_import
 from hf_t5_files import hf_t5_tensors
 from hf_t5_files import write_safetensors
 import tiny_models
@@ -138,7 +138,7 @@ def test_reads_t5x_msgpack_checkpoints_into_a_hyperprompt_model(tmp_path):
   from t5x import partitioning as t5x_partitioning  # pylint: disable=g-import-not-at-top
   from t5x import train_state  # pylint: disable=g-import-not-at-top
   import seqio  # pylint: disable=g-import-not-at-top
-  from hyperprompt_jax import t5x_model  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax.t5x_integration import model as t5x_model  # pylint: disable=g-import-not-at-top
   vocab = seqio.PassThroughVocabulary(tiny_models.VOCAB)
   model = t5x_model.HyperPromptEncoderDecoderModel(
       tiny_models.transformer('none'), vocab, vocab, adafactor.Adafactor())

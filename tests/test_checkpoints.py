@@ -9,9 +9,9 @@ import optax
 import pytest
 import tensorflow as tf
 
-from hyperprompt_jax import checkpoints
-from hyperprompt_jax import data
-from hyperprompt_jax import train_state
+from hyperprompt_jax.checkpointing import checkpoints
+from hyperprompt_jax.data import pipeline
+from hyperprompt_jax.training import train_state
 from tests import train_runs
 
 _SHARDING = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -34,7 +34,7 @@ def _batches():
   """A fresh shuffled pipeline: batch i is shuffled, so position matters."""
   ds = tf.data.Dataset.range(1000).shuffle(100, seed=0).batch(2).map(
       lambda x: {'x': x})
-  return data.BatchIterator(ds, _SHARDING)
+  return pipeline.BatchIterator(ds, _SHARDING)
 
 
 def _save(model_dir, steps):

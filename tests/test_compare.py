@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hyperprompt_jax import compare
 from hyperprompt_jax import infer
+from hyperprompt_jax.tools import compare
 from tests import train_runs
 from tests import two_task_mixture
 

@@ -10,12 +10,12 @@ import jax
 import numpy as np
 import pytest
 
-from hyperprompt_jax import adapter
-from hyperprompt_jax import adapter_generator
-from hyperprompt_jax import attention
-from hyperprompt_jax import input_prompt
-from hyperprompt_jax import network
-from hyperprompt_jax import prompt_generator
+from hyperprompt_jax.conditioning import adapter
+from hyperprompt_jax.conditioning import adapter_generator
+from hyperprompt_jax.conditioning import input_prompt
+from hyperprompt_jax.conditioning import prompt_generator
+from hyperprompt_jax.layers import attention
+from hyperprompt_jax.model import network
 import conditioning_reference as ref
 import tiny_models as tm
 

@@ -7,9 +7,9 @@ import pytest
 from flax import serialization
 from flax import traverse_util
 
-from hyperprompt_jax import checkpoint_import
+from hyperprompt_jax.checkpointing import checkpoint_import
+from hyperprompt_jax.checkpointing import scan_conversion
 from hyperprompt_jax import convert_checkpoint
-from hyperprompt_jax import scan_conversion
 import tiny_models as tm
 
 

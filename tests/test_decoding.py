@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import seqio
 
-from hyperprompt_jax import adapter
-from hyperprompt_jax import decoding
-from hyperprompt_jax import model as model_lib
+from hyperprompt_jax.conditioning import adapter
+from hyperprompt_jax.model import decoding
+from hyperprompt_jax.model import encoder_decoder as model_lib
 import tiny_models as tm
 
 MAX_LEN = 6

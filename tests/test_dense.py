@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hyperprompt_jax import dense
+from hyperprompt_jax.layers import dense
 
 
 @pytest.mark.parametrize('dtype, tolerance', [(jnp.float32, 1e-5),

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import functools
 import importlib
+import importlib.util
 import io
 import itertools
 import pathlib
@@ -239,7 +240,12 @@ def _parse_command_line(module, argv, command):
 
 
 def _check_hyperprompt_command(name, argv, command):
-  module = importlib.import_module(f'hyperprompt_jax.{name}')
+  assert importlib.util.find_spec(f'hyperprompt_jax.{name}'), (
+      f'{command}: no module hyperprompt_jax.{name}')
+  # The tools run through a shim of that name; the module holds `main`.
+  tool = importlib.util.find_spec(f'hyperprompt_jax.tools.{name}')
+  module = importlib.import_module(tool.name if tool else
+                                   f'hyperprompt_jax.{name}')
   assert hasattr(module, 'main'), f'{command}: {module.__name__} has no main'
   argv = [a for a in argv if a != '--verbose']  # Every command takes it.
   if not argv:

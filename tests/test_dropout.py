@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hyperprompt_jax import attention
-from hyperprompt_jax import network
-from hyperprompt_jax import prompt_generator
+from hyperprompt_jax.conditioning import prompt_generator
+from hyperprompt_jax.layers import attention
+from hyperprompt_jax.model import network
 import tiny_models as tm
 
 RATE = 0.3

@@ -1,6 +1,8 @@
 """Hugging Face export of a trained run, and its round trip back."""
 
 import json
+import os
+import stat
 import sys
 
 from flax import traverse_util
@@ -9,11 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from hyperprompt_jax import checkpoint_import
+from hyperprompt_jax.checkpointing import checkpoint_import
 from hyperprompt_jax import export_hf
 from hyperprompt_jax import gin_utils
 from hyperprompt_jax import infer
-from hyperprompt_jax import partitioning
+from hyperprompt_jax.sharding import partitioning
 from tests import train_runs
 
 
@@ -92,6 +94,14 @@ def test_writes_t5_v1_1_config_and_run_files(model_dir, exported):
   with open(f'{exported}/task_ids.json') as f, open(
       f'{model_dir}/task_ids.json') as g:
     assert json.load(f) == json.load(g)
+
+
+def test_exported_files_share_one_ordinary_mode(exported):
+  """The safetensors files are as readable as config.json (save_file would
+  leave them 0600, unreadable to other users of a shared export)."""
+  modes = {name: stat.S_IMODE(os.stat(os.path.join(exported, name)).st_mode)
+           for name in os.listdir(exported)}
+  assert set(modes.values()) == {modes['config.json']}, modes
 
 
 def test_conditioning_of_another_model_is_a_clear_error(original, exported):

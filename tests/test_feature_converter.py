@@ -6,7 +6,7 @@ import seqio
 import tensorflow as tf
 
 import hyperprompt_jax.tasks as hp_tasks
-from hyperprompt_jax.feature_converter import HyperPromptEncDecFeatureConverter
+from hyperprompt_jax.data.feature_converter import HyperPromptEncDecFeatureConverter
 from hyperprompt_jax.tasks import synthetic
 
 LENGTHS = {'inputs': 8, 'targets': 5}

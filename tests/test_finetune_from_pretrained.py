@@ -3,9 +3,9 @@
 from flax import traverse_util
 import numpy as np
 
-from hyperprompt_jax import checkpoint_import
+from hyperprompt_jax.checkpointing import checkpoint_import
 from hyperprompt_jax import infer
-from hyperprompt_jax import partitioning
+from hyperprompt_jax.sharding import partitioning
 from tests import train_runs
 from hf_t5_files import hf_t5_tensors
 from hf_t5_files import write_safetensors

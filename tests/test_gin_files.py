@@ -7,8 +7,8 @@ import gin
 import pytest
 
 from hyperprompt_jax import gin_utils
-from hyperprompt_jax import model as model_lib
-from hyperprompt_jax import network
+from hyperprompt_jax.model import encoder_decoder as model_lib
+from hyperprompt_jax.model import network
 
 GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / 'gin'
 SIZES = ('tiny', 'small', 'base', 'large', 'xl', 'xxl')
@@ -80,14 +80,14 @@ def test_standalone_run_files_bind_a_model(run):
 @pytest.mark.parametrize('variant', ['global', 'prompt_tuning'])
 @pytest.mark.parametrize('run', sorted(FINETUNE_RUNS))
 def test_standalone_finetune_runs_bind(run, variant):
-  from hyperprompt_jax import data  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   _parse(['models/t5_1_1_base.gin', f'variants/{variant}.gin',
           f'runs/{run}.gin'], ["MODEL_DIR = '/tmp/unused'"])
   model = gin.get_configurable(model_lib.EncoderDecoderModel)()
   assert model.module.config.emb_dim == 768
   assert model.module.hyperprompt.variant == variant
   with gin.config_scope('train'):
-    train_data = gin.get_configurable(data.DatasetConfig)()
+    train_data = gin.get_configurable(pipeline.DatasetConfig)()
   assert train_data.mixture_or_task_name == FINETUNE_RUNS[run]
   # Prompt tuning prepends prompts to whole rows, so its runs are unpacked.
   assert train_data.pack == (variant != 'prompt_tuning')
@@ -138,8 +138,8 @@ def _parse_t5x(files, monkeypatch, bindings=()):
 def test_t5x_finetune_runs_bind(monkeypatch, run, size):
   from t5x import partitioning as t5x_partitioning  # pylint: disable=g-import-not-at-top
   from t5x import utils  # pylint: disable=g-import-not-at-top
-  from hyperprompt_jax import t5x_model  # pylint: disable=g-import-not-at-top
-  from hyperprompt_jax import t5x_restore  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax.t5x_integration import model as t5x_model  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax.t5x_integration import restore as t5x_restore  # pylint: disable=g-import-not-at-top
   _parse_t5x(['variants/global.gin', f't5x/models/t5_1_1_{size}.gin',
               f't5x/runs/{run}.gin'], monkeypatch,
              ["MODEL_DIR = '/tmp/unused'"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import seqio
 
-from hyperprompt_jax import model as model_lib
+from hyperprompt_jax.model import encoder_decoder as model_lib
 import tiny_models as tm
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
 
-from hyperprompt_jax import data as data_lib
+from hyperprompt_jax.data import pipeline as data_lib
 from hyperprompt_jax import infer
 from tests import train_runs
 
@@ -35,7 +35,7 @@ def _free_port() -> int:
 
 
 def _batches_of_both_processes(cfg, feature_converter_cls, num_epochs=None):
-  """What processes 0 and 1 of two read (`data.get_dataset` as each),
+  """What processes 0 and 1 of two read (`pipeline.get_dataset` as each),
   side by side along the batch: the two-process run's global batches."""
   halves = []
   for index in range(NUM_PROCESSES):

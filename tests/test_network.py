@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hyperprompt_jax import hyperprompt_config
-from hyperprompt_jax import losses
+from hyperprompt_jax.conditioning import hyperprompt_config
+from hyperprompt_jax.model import losses
 import tiny_models as tm
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import optax
 import pytest
 
-from hyperprompt_jax import mesh
-from hyperprompt_jax import optimizers
-from hyperprompt_jax import scan_conversion
+from hyperprompt_jax.checkpointing import scan_conversion
+from hyperprompt_jax.sharding import mesh
+from hyperprompt_jax.training import optimizers
 import tiny_models as tm
 
 
@@ -168,7 +168,7 @@ def test_adafactor_with_param_axes_updates_as_t5x_adafactor():
   the params' logical axes, equal t5x's Adafactor with our factor rules:
   per-layer hypernetwork leaves included (`layers` is t5x's batch axis)."""
   from t5x import adafactor  # pylint: disable=g-import-not-at-top
-  from hyperprompt_jax import t5x_model  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax.t5x_integration import model as t5x_model  # pylint: disable=g-import-not-at-top
   variables = tm.variable_shapes(tm.transformer('global'))
   params = tm.init_params(tm.transformer('global'), tm.unpacked_batch())
   axes = mesh.logical_axes(variables['params_axes'])

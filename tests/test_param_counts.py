@@ -4,9 +4,9 @@ from flax import traverse_util
 import numpy as np
 import pytest
 
-from hyperprompt_jax import hyperprompt_config
-from hyperprompt_jax import param_counts
-from hyperprompt_jax import partitioning
+from hyperprompt_jax.conditioning import hyperprompt_config
+from hyperprompt_jax.conditioning import param_counts
+from hyperprompt_jax.sharding import partitioning
 import tiny_models as tm
 
 

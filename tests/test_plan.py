@@ -14,13 +14,13 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
 
-from hyperprompt_jax import data
+from hyperprompt_jax.data import pipeline
 from hyperprompt_jax import gin_utils
-from hyperprompt_jax import mesh as mesh_lib
-from hyperprompt_jax import optimizers
-from hyperprompt_jax import partitioning
-from hyperprompt_jax import plan
-from hyperprompt_jax import trainer as trainer_lib
+from hyperprompt_jax.sharding import mesh as mesh_lib
+from hyperprompt_jax.sharding import partitioning
+from hyperprompt_jax.tools import plan
+from hyperprompt_jax.training import optimizers
+from hyperprompt_jax.training import trainer as trainer_lib
 
 import test_trainer
 
@@ -182,7 +182,7 @@ def train_from(trainer, state, steps):
   state = jax.device_put(state, trainer.state_shardings)
   losses = []
   for i in range(steps):
-    batch = data.to_global(test_trainer.random_batch(i), trainer.batch_sharding)
+    batch = pipeline.to_global(test_trainer.random_batch(i), trainer.batch_sharding)
     state, metrics = trainer.train_step(state, batch)
     losses.append(float(metrics['loss']))
   return state, losses
@@ -194,7 +194,7 @@ _TWO_D_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import jax
     import numpy as np
-    from hyperprompt_jax import mesh as mesh_lib
+    from hyperprompt_jax.sharding import mesh as mesh_lib
     import test_plan
     assert jax.device_count() == 8
     one = test_plan.make_trainer(

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from hyperprompt_jax import preemption
+from hyperprompt_jax.training import preemption
 from tests import train_runs
 
 # No evaluation and no periodic saves: the only saves are the preempted step

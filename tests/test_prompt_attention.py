@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hyperprompt_jax import attention
-from hyperprompt_jax import masks
+from hyperprompt_jax.layers import attention
+from hyperprompt_jax.layers import masks
 
 BATCH, Q_LEN, HEADS, HEAD_DIM, TASKS, SLOTS = 2, 6, 3, 4, 3, 2
 

@@ -2,7 +2,7 @@
 
 import json
 
-from hyperprompt_jax import resume_bench
+from hyperprompt_jax.tools import resume_bench
 
 
 def test_resume_bench_reports_both_positions(tmp_path, capsys):

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import seqio
 
-from hyperprompt_jax import checkpoint_import
-from hyperprompt_jax import dense
+from hyperprompt_jax.checkpointing import checkpoint_import
+from hyperprompt_jax.checkpointing import scan_conversion
 from hyperprompt_jax import export_hf
-from hyperprompt_jax import model as model_lib
-from hyperprompt_jax import network
-from hyperprompt_jax import scan_conversion
+from hyperprompt_jax.layers import dense
+from hyperprompt_jax.model import encoder_decoder as model_lib
+from hyperprompt_jax.model import network
 from hf_t5_files import hf_t5_tensors
 from hf_t5_files import write_safetensors
 import tiny_models as tm

@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 import seqio
 
-from hyperprompt_jax import model as model_lib
-from hyperprompt_jax import scan_conversion
+from hyperprompt_jax.checkpointing import scan_conversion
+from hyperprompt_jax.model import encoder_decoder as model_lib
 from tests import tiny_models
 
 
 def test_import_without_t5x_says_how_to_install(monkeypatch):
   monkeypatch.setitem(sys.modules, 't5x', None)  # As if t5x were absent.
-  monkeypatch.delitem(sys.modules, 'hyperprompt_jax.t5x_model', raising=False)
+  monkeypatch.delitem(sys.modules, 'hyperprompt_jax.t5x_integration.model',
+                      raising=False)
   with pytest.raises(ImportError, match='needs t5x.*google-research/t5x'):
-    import hyperprompt_jax.t5x_model  # pylint: disable=g-import-not-at-top,unused-import
+    import hyperprompt_jax.t5x_integration.model  # pylint: disable=g-import-not-at-top,unused-import
 
 
 def _models(variant, **config):
@@ -25,7 +26,7 @@ def _models(variant, **config):
   overrides fields of its `T5Config`."""
   from t5x import adafactor  # pylint: disable=g-import-not-at-top
   from t5x import decoding  # pylint: disable=g-import-not-at-top
-  from hyperprompt_jax import t5x_model  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax.t5x_integration import model as t5x_model  # pylint: disable=g-import-not-at-top
   module = tiny_models.transformer(variant)
   module = module.clone(config=dataclasses.replace(module.config, **config))
   vocab = seqio.PassThroughVocabulary(tiny_models.VOCAB, eos_id=1)

@@ -5,8 +5,8 @@ import functools
 
 import pytest
 
-from hyperprompt_jax import partitioning
-from hyperprompt_jax import t5x_restore
+from hyperprompt_jax.sharding import partitioning
+from hyperprompt_jax.t5x_integration import restore as t5x_restore
 
 STATE = {'target': {'encoder': {'encoder_norm': {'scale': 1},
                                 'hyperprompt': {'global_prompts': 2}}},

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from hyperprompt_jax import checkpoint_import
+from hyperprompt_jax.checkpointing import checkpoint_import
+from hyperprompt_jax.checkpointing import scan_conversion
 from hyperprompt_jax import convert_checkpoint
-from hyperprompt_jax import partitioning
-from hyperprompt_jax import scan_conversion
+from hyperprompt_jax.sharding import partitioning
 
 GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / 'gin'
 VARIANTS = ('none', 'share', 'sep', 'global', 'direct', 'prompt_tuning')

@@ -18,7 +18,7 @@ import sentencepiece as spm
 import tensorflow_datasets as tfds
 
 import hyperprompt_jax.tasks as hp_tasks
-from hyperprompt_jax.feature_converter import HyperPromptEncDecFeatureConverter
+from hyperprompt_jax.data.feature_converter import HyperPromptEncDecFeatureConverter
 from hyperprompt_jax.tasks import glue
 from hyperprompt_jax.tasks import super_glue
 

@@ -8,8 +8,8 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from hyperprompt_jax import data as data_lib
-from hyperprompt_jax import feature_converter
+from hyperprompt_jax.data import feature_converter
+from hyperprompt_jax.data import pipeline as data_lib
 import hyperprompt_jax.tasks as hp_tasks
 from hyperprompt_jax.tasks import metrics
 

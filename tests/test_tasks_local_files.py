@@ -13,7 +13,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import hyperprompt_jax.tasks  # pylint: disable=unused-import  # Registers.
-from hyperprompt_jax.feature_converter import HyperPromptEncDecFeatureConverter
+from hyperprompt_jax.data.feature_converter import HyperPromptEncDecFeatureConverter
 
 LENGTHS = {'inputs': 512, 'targets': 16}
 

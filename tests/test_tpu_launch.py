@@ -4,7 +4,7 @@ import shlex
 
 import pytest
 
-from hyperprompt_jax import tpu_launch
+from hyperprompt_jax.tools import tpu_launch
 
 
 def _dry_run(capsys, action, *argv):

@@ -11,9 +11,9 @@ import shutil
 import gin
 import pytest
 
-from hyperprompt_jax import checkpoints
+from hyperprompt_jax.checkpointing import checkpoints
 from hyperprompt_jax import infer
-from hyperprompt_jax import partitioning
+from hyperprompt_jax.sharding import partitioning
 from tests import train_runs
 from tests.two_task_mixture import CONTAINS_SEVEN
 from tests.two_task_mixture import REVERSE
@@ -101,7 +101,7 @@ def test_predictor_gives_the_caller_its_gin_config_back(run):
   """The run's config.gin is read on its own: the caller's bindings are
   there afterwards, the run's are not, and the run's (not the caller's)
   partitioning rules shard the restored params."""
-  dims = ('hyperprompt_jax.partitioning.logical_axis_rules.'
+  dims = ('hyperprompt_jax.sharding.partitioning.logical_axis_rules.'
           'parameter_partitioning_dims')
   gin.clear_config()
   gin.parse_config(f'{dims} = 2')

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import seqio
 
-from hyperprompt_jax import data
-from hyperprompt_jax import hyperprompt_config
-from hyperprompt_jax import mesh as mesh_lib
-from hyperprompt_jax import model as model_lib
-from hyperprompt_jax import network
-from hyperprompt_jax import optimizers
-from hyperprompt_jax import partitioning
-from hyperprompt_jax import train_loop
-from hyperprompt_jax import trainer as trainer_lib
+from hyperprompt_jax.conditioning import hyperprompt_config
+from hyperprompt_jax.data import pipeline
+from hyperprompt_jax.model import encoder_decoder as model_lib
+from hyperprompt_jax.model import network
+from hyperprompt_jax.sharding import mesh as mesh_lib
+from hyperprompt_jax.sharding import partitioning
+from hyperprompt_jax.training import optimizers
+from hyperprompt_jax.training import train_loop
+from hyperprompt_jax.training import trainer as trainer_lib
 
 NUM_TASKS = 3
 
@@ -66,7 +66,7 @@ def run_steps(trainer, steps):
   losses = []
   for i in range(steps):
     state, metrics = trainer.train_step(
-        state, data.to_global(random_batch(i), trainer.batch_sharding))
+        state, pipeline.to_global(random_batch(i), trainer.batch_sharding))
     losses.append(float(metrics['loss']))
   return state, losses
 
@@ -109,7 +109,7 @@ _SHARDED_SCRIPT = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, {tests!r})
     import jax
-    from hyperprompt_jax import mesh as mesh_lib
+    from hyperprompt_jax.sharding import mesh as mesh_lib
     import test_trainer as t
     assert jax.device_count() == 8
     trainer = t.make_trainer(mesh_lib.MeshConfig(data=2, model=4))
@@ -140,7 +140,7 @@ def test_logged_throughput_counts_completed_steps():
       tiny_model(), optimizers.Adafactor(), optimizers.Schedule(),
       mesh_lib.MeshConfig().make_mesh(),
       {k: v.shape for k, v in host_batch.items()})
-  batch = data.to_global(host_batch, trainer.batch_sharding)
+  batch = pipeline.to_global(host_batch, trainer.batch_sharding)
   state, metrics = trainer.train_step(trainer.init_state(), batch)
   jax.block_until_ready(metrics)  # compiled
   num_steps, pending = 20, []

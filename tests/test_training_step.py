@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import seqio
 
-from hyperprompt_jax import losses
-from hyperprompt_jax import mesh
-from hyperprompt_jax import model as model_lib
-from hyperprompt_jax import partitioning
+from hyperprompt_jax.model import encoder_decoder as model_lib
+from hyperprompt_jax.model import losses
+from hyperprompt_jax.sharding import mesh
+from hyperprompt_jax.sharding import partitioning
 import tiny_models as tm
 
 

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hyperprompt_jax import hyperprompt_config
-from hyperprompt_jax import network
+from hyperprompt_jax.conditioning import hyperprompt_config
+from hyperprompt_jax.model import network
 
 VOCAB = 32
 NUM_TASKS = 3

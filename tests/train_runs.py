@@ -16,8 +16,8 @@ from tests import two_task_mixture
 
 _MODEL_GIN = """
 from __gin__ import dynamic_registration
-from hyperprompt_jax import network
-from hyperprompt_jax import hyperprompt_config
+from hyperprompt_jax.conditioning import hyperprompt_config
+from hyperprompt_jax.model import network
 network.Transformer.config = @network.T5Config()
 network.Transformer.hyperprompt = @hyperprompt_config.HyperPromptConfig()
 network.T5Config.emb_dim = 16

@@ -15,18 +15,18 @@ from flax.linen import partitioning as nn_partitioning
 import jax
 import jax.numpy as jnp
 
-from hyperprompt_jax import adapter
-from hyperprompt_jax import adapter_generator
-from hyperprompt_jax import attention
-from hyperprompt_jax import dense
-from hyperprompt_jax import embedding
-from hyperprompt_jax import hyperprompt_config as hp_config
-from hyperprompt_jax import input_prompt
-from hyperprompt_jax import masks
-from hyperprompt_jax import mlp
-from hyperprompt_jax import normalization
-from hyperprompt_jax import prompt_generator
-from hyperprompt_jax import relative_position
+from hyperprompt_jax.conditioning import adapter
+from hyperprompt_jax.conditioning import adapter_generator
+from hyperprompt_jax.conditioning import hyperprompt_config as hp_config
+from hyperprompt_jax.conditioning import input_prompt
+from hyperprompt_jax.conditioning import prompt_generator
+from hyperprompt_jax.layers import attention
+from hyperprompt_jax.layers import dense
+from hyperprompt_jax.layers import embedding
+from hyperprompt_jax.layers import masks
+from hyperprompt_jax.layers import mlp
+from hyperprompt_jax.layers import normalization
+from hyperprompt_jax.layers import relative_position
 
 
 def _dots_with_no_batch_dims_saveable(prim, *avals, **params) -> bool:

@@ -62,7 +62,7 @@ BACKBONE_AXIS_RULES_TAIL = (
 CONDITIONING_MODULES = ('hyperprompt', 'input_prompt', 'adapters')
 
 
-@gin.configurable(module='hyperprompt_jax.partitioning')
+@gin.configurable(module='hyperprompt_jax.sharding.partitioning')
 def logical_axis_rules(
     additional_rules: tuple[tuple[str, str | None], ...] = (),
     parameter_partitioning_dims: int = 1,

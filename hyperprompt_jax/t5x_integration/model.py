@@ -21,13 +21,13 @@ try:
   from t5x import models  # pylint: disable=g-import-not-at-top
 except ImportError as e:
   raise ImportError(
-      f'hyperprompt_jax.t5x_model needs t5x ({e}); t5x is not on PyPI, '
+      f'hyperprompt_jax.t5x_integration.model needs t5x ({e}); t5x is not on PyPI, '
       'install it from https://github.com/google-research/t5x.') from None
 
-from hyperprompt_jax import feature_converter  # pylint: disable=g-import-not-at-top,g-bad-import-order
-from hyperprompt_jax import model as model_lib  # pylint: disable=g-import-not-at-top,g-bad-import-order
-from hyperprompt_jax import partitioning  # pylint: disable=g-import-not-at-top,g-bad-import-order
-from hyperprompt_jax import prompt_generator  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from hyperprompt_jax.conditioning import prompt_generator  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from hyperprompt_jax.data import feature_converter  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from hyperprompt_jax.model import encoder_decoder as model_lib  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from hyperprompt_jax.sharding import partitioning  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 Batch = Mapping[str, jnp.ndarray]
 

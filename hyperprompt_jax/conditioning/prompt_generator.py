@@ -3,9 +3,9 @@
 from flax import linen as nn
 import jax.numpy as jnp
 
-from hyperprompt_jax import attention
-from hyperprompt_jax import hyperprompt_config as hp_config
-from hyperprompt_jax import hypernetwork
+from hyperprompt_jax.conditioning import hypernetwork
+from hyperprompt_jax.conditioning import hyperprompt_config as hp_config
+from hyperprompt_jax.layers import attention
 
 
 class HyperPromptGenerator(nn.Module):

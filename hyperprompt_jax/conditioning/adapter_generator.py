@@ -7,9 +7,9 @@ from flax import linen as nn
 import jax
 import jax.numpy as jnp
 
-from hyperprompt_jax import adapter
-from hyperprompt_jax import hyperprompt_config as hp_config
-from hyperprompt_jax import hypernetwork
+from hyperprompt_jax.conditioning import adapter
+from hyperprompt_jax.conditioning import hypernetwork
+from hyperprompt_jax.conditioning import hyperprompt_config as hp_config
 
 
 def _per_slice(init: Callable, lead_dims: int) -> Callable:

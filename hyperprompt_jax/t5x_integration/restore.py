@@ -8,7 +8,7 @@ run itself.
 
 from typing import Any, Mapping
 
-from hyperprompt_jax import partitioning
+from hyperprompt_jax.sharding import partitioning
 
 
 def _flat_keys(state_dict: Mapping[str, Any], prefix: str = '') -> list[str]:

@@ -1,7 +1,7 @@
 """Closed-form parameter counts of the backbone and of every variant."""
 
-from hyperprompt_jax import adapter
-from hyperprompt_jax import hyperprompt_config as hp_config
+from hyperprompt_jax.conditioning import adapter
+from hyperprompt_jax.conditioning import hyperprompt_config as hp_config
 
 NUM_RELPOS_BUCKETS = 32
 

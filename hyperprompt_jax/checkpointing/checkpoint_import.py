@@ -36,8 +36,8 @@ import orbax.checkpoint as ocp
 import safetensors
 import tensorstore as ts
 
-from hyperprompt_jax import partitioning
-from hyperprompt_jax import scan_conversion
+from hyperprompt_jax.checkpointing import scan_conversion
+from hyperprompt_jax.sharding import partitioning
 
 Params = Mapping[str, Any]
 Index = Tuple[slice, ...]  # A device's shard of an array, as JAX gives it.

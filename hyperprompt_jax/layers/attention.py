@@ -9,7 +9,7 @@ from flax.linen import partitioning as nn_partitioning
 import jax
 import jax.numpy as jnp
 
-from hyperprompt_jax import dense
+from hyperprompt_jax.layers import dense
 
 _MASKED = -1e10
 

@@ -17,7 +17,7 @@ from jax.sharding import PartitionSpec
 import numpy as np
 import optax
 
-from hyperprompt_jax import partitioning
+from hyperprompt_jax.sharding import partitioning
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from hyperprompt_jax import mesh as mesh_lib
-from hyperprompt_jax import optimizers
-from hyperprompt_jax import partitioning
-from hyperprompt_jax import train_state as train_state_lib
+from hyperprompt_jax.sharding import mesh as mesh_lib
+from hyperprompt_jax.sharding import partitioning
+from hyperprompt_jax.training import optimizers
+from hyperprompt_jax.training import train_state as train_state_lib
 
 TrainState = train_state_lib.TrainState
 Batch = Mapping[str, jax.Array]

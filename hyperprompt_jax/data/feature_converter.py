@@ -47,7 +47,7 @@ _ROW_SHUFFLE_SEED = 0
 _PER_TOKEN = {'inputs': 'inputs_task_ids', 'targets': 'targets_task_ids'}
 
 
-@gin.configurable(module='hyperprompt_jax.feature_converter')
+@gin.configurable(module='hyperprompt_jax.data.feature_converter')
 class HyperPromptEncDecFeatureConverter(seqio.EncDecFeatureConverter):
   """seqio's EncDecFeatureConverter plus per-token task ids.
 

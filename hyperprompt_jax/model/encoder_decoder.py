@@ -1,7 +1,7 @@
 """Encoder-decoder model wrapper: initialisation, loss, scoring and decoding.
 
 It mirrors the interface of t5x's `EncoderDecoderModel` with plain JAX, so the
-standalone trainer needs no t5x; `t5x_model.py` adapts the same network to
+standalone trainer needs no t5x; `t5x_integration/model.py` adapts the same network to
 t5x itself.
 """
 
@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 import seqio
 
-from hyperprompt_jax import decoding
-from hyperprompt_jax import feature_converter
-from hyperprompt_jax import losses
-from hyperprompt_jax import prompt_generator
+from hyperprompt_jax.conditioning import prompt_generator
+from hyperprompt_jax.data import feature_converter
+from hyperprompt_jax.model import decoding
+from hyperprompt_jax.model import losses
 
 Batch = Mapping[str, jnp.ndarray]
 # Batch features the network reads, in its keyword names.

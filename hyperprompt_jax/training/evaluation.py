@@ -18,7 +18,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from hyperprompt_jax import mesh as mesh_lib
+from hyperprompt_jax.sharding import mesh as mesh_lib
 
 Results = dict[str, dict[str, float]]
 

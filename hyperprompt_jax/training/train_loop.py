@@ -14,18 +14,18 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from hyperprompt_jax import checkpoint_import
-from hyperprompt_jax import checkpoints as checkpoints_lib
-from hyperprompt_jax import data as data_lib
+from hyperprompt_jax.checkpointing import checkpoint_import
+from hyperprompt_jax.checkpointing import checkpoints as checkpoints_lib
+from hyperprompt_jax.checkpointing import iterator_checkpoint
+from hyperprompt_jax.data import pipeline as data_lib
 from hyperprompt_jax import errors
-from hyperprompt_jax import evaluation
-from hyperprompt_jax import iterator_checkpoint
-from hyperprompt_jax import mesh as mesh_lib
-from hyperprompt_jax import metric_writers
-from hyperprompt_jax import optimizers
-from hyperprompt_jax import preemption
+from hyperprompt_jax.sharding import mesh as mesh_lib
 from hyperprompt_jax import tasks
-from hyperprompt_jax import trainer as trainer_lib
+from hyperprompt_jax.training import evaluation
+from hyperprompt_jax.training import metric_writers
+from hyperprompt_jax.training import optimizers
+from hyperprompt_jax.training import preemption
+from hyperprompt_jax.training import trainer as trainer_lib
 
 TASK_IDS_FILE = 'task_ids.json'
 CONFIG_FILE = 'config.gin'

@@ -22,12 +22,14 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from hyperprompt_jax import data as data_lib
+from hyperprompt_jax.checkpointing import iterator_checkpoint
+from hyperprompt_jax.data import pipeline as data_lib
 from hyperprompt_jax import errors
-from hyperprompt_jax import iterator_checkpoint
-from hyperprompt_jax import train_state as train_state_lib
 
 UNREADABLE_DIR = 'checkpoints_unreadable'
+# The trainer's `TrainState` (training/train_state.py), or any pytree of
+# arrays: checkpointing sits below training and does not import it.
+State = Any
 
 
 class CheckpointError(RuntimeError):
@@ -114,7 +116,7 @@ class Checkpointer:
     sync point; False where the distributed runtime does not provide it)."""
     return self._manager.reached_preemption(step)
 
-  def save(self, state: train_state_lib.TrainState,
+  def save(self, state: State,
            batches: data_lib.BatchIterator, force: bool = False) -> bool:
     """Saves at `state.step` if due (or `force`); returns whether it did.
 
@@ -174,9 +176,9 @@ class Checkpointer:
     except Exception as e:  # orbax raises many types for damaged files.
       raise self._unreadable(step, e) from e
 
-  def restore(self, abstract_state: train_state_lib.TrainState,
+  def restore(self, abstract_state: State,
               batches: data_lib.BatchIterator,
-              step: Optional[int] = None) -> train_state_lib.TrainState:
+              step: Optional[int] = None) -> State:
     """Restores the state at `step` (default: latest) and the pipeline.
 
     Args:
@@ -213,9 +215,9 @@ class Checkpointer:
     self._manager = self._new_manager()
     return target
 
-  def restore_latest_readable(self, abstract_state: train_state_lib.TrainState,
+  def restore_latest_readable(self, abstract_state: State,
                               batches: data_lib.BatchIterator
-                              ) -> Optional[train_state_lib.TrainState]:
+                              ) -> Optional[State]:
     """Restores the latest checkpoint that reads, or returns None if none.
 
     An unreadable checkpoint (damaged or partly written files) is moved to

@@ -8,7 +8,7 @@ from flax import linen as nn
 from flax.linen import partitioning as nn_partitioning
 import jax.numpy as jnp
 
-from hyperprompt_jax import dense
+from hyperprompt_jax.layers import dense
 
 
 def _activation(name: str | Callable) -> Callable:

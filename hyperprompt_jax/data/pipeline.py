@@ -36,7 +36,7 @@ class DatasetConfig:
     autotune: tf.data autotuning. False fixes every AUTOTUNE parallelism at
       the core count and drops the tuning thread: the same batches in the
       same order, with less CPU per batch where XLA shares a few cores (the
-      tiny CPU runs set it; README, Performance).
+      tiny CPU runs set it; docs/benchmarks.md).
   """
   mixture_or_task_name: str
   task_feature_lengths: Mapping[str, int]

@@ -1,0 +1,1 @@
+"""Input pipeline: the feature converter that carries task ids, datasets and host-to-device batches."""

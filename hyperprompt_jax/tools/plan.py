@@ -1,0 +1,517 @@
+r"""Pod plans: the real train step compiled ahead of time for TPU topologies.
+
+  python -m hyperprompt_jax.plan --gin_file=tpu/base_global_v5e8.gin \
+    [--gin_file=... --gin.KEY=VALUE ...] --topology=v5e:2x4 \
+    [--topology=v4:2x2x1 ...] [--hbm_gib=G] [--output=FILE] [--verbose]
+
+For each `--topology` (`v4:AxBxC`, `v5e:AxB`, `v5p:AxBxC`, or `cpu:N` for N
+host devices), the run's gin files give the model, variant, mixture, lengths,
+batch, packing, mesh, parameter partitioning and network knobs; the trainer's
+own train step (`trainer.Trainer`, Adafactor or AdamW as configured, the state
+donated as on accelerators) is lowered on sharded `ShapeDtypeStruct`s over one
+device per chip and compiled by XLA for that chip (libtpu; no TPU needed).
+Reported per chip: the train state (parameters and optimizer state), the rest
+of the arguments and outputs, XLA's temporaries, their total against the
+chip's HBM, FLOPs per step (XLA's cost analysis of the per-chip program), and
+the step time those FLOPs need at the chip's peak bf16 rate (a lower bound).
+
+TPU topologies need libtpu (`pip install -e '.[tpu]'`; `make plan` installs
+it). Compiling takes minutes for large models on a small host.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import pathlib
+import re
+import sys
+from typing import Any, Iterator, Optional, Sequence
+
+from hyperprompt_jax import errors
+from hyperprompt_jax import gin_utils
+
+GIB = 2**30
+# TPU_ACCELERATOR_TYPE and TPU_WORKER_HOSTNAMES let libtpu start on a host
+# that is not a TPU VM (otherwise it probes the VM's metadata server); the
+# topology asked for is what the compiler targets. The planner only compiles,
+# so it may load libtpu beside another process that holds it (a training job,
+# another plan), which libtpu's lock file refuses by default.
+_LIBTPU_HOST_ENV = {'TPU_ACCELERATOR_TYPE': 'v4-8',
+                    'TPU_WORKER_HOSTNAMES': 'localhost',
+                    'ALLOW_MULTIPLE_LIBTPU_LOAD': '1'}
+
+_TPU_COMPILE_OPTIONS = {'xla_tpu_no_crash_on_oom': 'true'}
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+  """An accelerator chip: HBM and dense bf16 peak (datasheets)."""
+  name: str
+  hbm_gib: Optional[float]
+  peak_tflops: Optional[float]
+  topology_dims: int  # of the slice shape AxB...; 1 for cpu:N
+  topology_form: str
+  # libtpu's chip configuration: v4 chips run as one device of two cores
+  # (megacore, 32 GiB) as JAX runs them; its default is a device per core.
+  chip_config_name: Optional[str] = None
+
+
+CHIPS = {
+    'v4': Chip('TPU v4', 32, 275, 3, 'v4:AxBxC, e.g. v4:2x2x1 (4 chips)',
+               'megacore'),
+    'v5e': Chip('TPU v5e', 16, 197, 2, 'v5e:AxB, e.g. v5e:4x4 (16 chips)'),
+    'v5p': Chip('TPU v5p', 95, 459, 3, 'v5p:AxBxC, e.g. v5p:2x2x1 (4 chips)'),
+    # N host devices; their "HBM" is the host's memory shared by all N.
+    'cpu': Chip('CPU (host devices)', None, None, 1, 'cpu:N, e.g. cpu:8'),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+  """`kind:shape` as given on the command line."""
+  kind: str
+  shape: str
+
+  @property
+  def name(self) -> str:
+    return f'{self.kind}:{self.shape}'
+
+  @property
+  def chip(self) -> Chip:
+    return CHIPS[self.kind]
+
+  @property
+  def num_chips(self) -> int:
+    """Chips of the slice (A x B x ...), or host devices of cpu:N."""
+    return math.prod(int(n) for n in self.shape.split('x'))
+
+
+def parse_topology(text: str) -> Topology:
+  """`v4:2x2x1` -> Topology; a one-line ValueError for anything else."""
+  kind, _, shape = text.partition(':')
+  forms = '; '.join(c.topology_form for c in CHIPS.values())
+  if kind not in CHIPS:
+    raise ValueError(f'unknown topology {text!r}: use {forms}')
+  dims = CHIPS[kind].topology_dims
+  if not re.fullmatch(r'[1-9][0-9]*' + r'(x[1-9][0-9]*)' * (dims - 1), shape):
+    raise ValueError(f'bad topology {text!r}: write {CHIPS[kind].topology_form}')
+  return Topology(kind, shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """The compiled train step of one run on one topology; bytes per chip."""
+  run: str
+  topology: str
+  chip: str
+  num_chips: int
+  mesh: dict[str, int]
+  parameter_partitioning_dims: int
+  batch_size: int
+  feature_lengths: dict[str, int]
+  num_params: int
+  state_bytes: int
+  other_argument_output_bytes: int
+  temp_bytes: int
+  total_bytes: int
+  hbm_bytes: Optional[int]
+  fits: Optional[bool]
+  flops: float
+  flops_scaled_for_loops: bool
+  step_seconds_lower_bound: Optional[float]
+  compile_seconds: float
+
+
+@contextlib.contextmanager
+def _stderr_closed(quiet: bool) -> Iterator[None]:
+  """libtpu and XLA write C++ logs to fd 2; drop them unless --verbose."""
+  if not quiet:
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, 'w') as devnull:
+      os.dup2(devnull.fileno(), 2)
+      yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
+def prepare_environment(topologies: Sequence[Topology]) -> None:
+  """Environment the topologies need, set before JAX starts its backends.
+
+  The host backend is the CPU (compiling needs no accelerator); `cpu:N` asks
+  for N host devices. TPU topologies need libtpu.
+  """
+  tpu = [t.name for t in topologies if t.kind != 'cpu']
+  if tpu and importlib.util.find_spec('libtpu') is None:
+    raise ValueError(
+        f'libtpu is not installed, so {", ".join(tpu)} cannot be compiled: '
+        "pip install -e '.[tpu]' (or run make plan), or plan for "
+        '--topology=cpu:N')
+  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  if tpu:
+    for key, value in _LIBTPU_HOST_ENV.items():
+      os.environ.setdefault(key, value)
+  cpus = [int(t.shape) for t in topologies if t.kind == 'cpu']
+  flags = os.environ.get('XLA_FLAGS', '')
+  if cpus and 'xla_force_host_platform_device_count' not in flags:
+    os.environ['XLA_FLAGS'] = (
+        f'{flags} --xla_force_host_platform_device_count={max(cpus)}'.strip())
+
+
+def chip_devices(topology: Topology, quiet: bool = True) -> list[Any]:
+  """One device per chip of `topology`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if topology.kind == 'cpu':
+    devices = jax.devices('cpu')
+    if len(devices) < int(topology.shape):
+      raise ValueError(
+          f'--topology={topology.name} needs {topology.shape} host devices but '
+          f'JAX started with {len(devices)}: run the plan in a new process, or '
+          'set XLA_FLAGS=--xla_force_host_platform_device_count='
+          f'{topology.shape} before JAX starts')
+    return devices[:int(topology.shape)]
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  options = {}
+  if topology.chip.chip_config_name:
+    options['chip_config_name'] = topology.chip.chip_config_name
+  try:
+    with _stderr_closed(quiet):
+      devices = topologies.get_topology_desc(
+          topology_name=topology.name, platform='tpu', **options).devices
+  except Exception as e:  # pylint: disable=broad-except
+    # libtpu's errors for shapes it does not know are plain runtime errors.
+    raise ValueError(
+        f'libtpu cannot make topology {topology.name} '
+        f'({errors.first_line(e)}): write '
+        f'{topology.chip.topology_form}, a slice shape that TPU offers') from None
+  return [d for d in devices if getattr(d, 'core_on_chip', 0) == 0]
+
+
+def _sharded_bytes(struct) -> int:
+  """Bytes of one device's shard of a sharded ShapeDtypeStruct."""
+  shape = struct.sharding.shard_shape(struct.shape)
+  size = 1
+  for n in shape:
+    size *= n
+  return size * struct.dtype.itemsize
+
+
+def _run_settings() -> dict[str, Any]:
+  """The train run's arguments, as the parsed gin files bind them."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax.training import train_loop  # pylint: disable=g-import-not-at-top
+  settings = gin.get_bindings(train_loop.train)
+  if 'model' not in settings or 'train_dataset_cfg' not in settings:
+    raise ValueError(
+        'the gin files configure no training run (train_loop.train has no '
+        'model or train_dataset_cfg): pass a run file, e.g. '
+        '--gin_file=tpu/base_global_v5e8.gin, or one that includes '
+        'runs/base.gin')
+  return settings
+
+
+def make_mesh(settings: dict[str, Any], topology: Topology,
+              quiet: bool = True):
+  """The run's ('data', 'model') mesh over the chips of `topology`.
+
+  One-line ValueErrors for a mesh or batch that does not fit the chips.
+  """
+  from hyperprompt_jax.sharding import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  chips = chip_devices(topology, quiet)
+  mesh_config = settings.get('mesh_config', mesh_lib.MeshConfig())
+  try:
+    mesh = mesh_config.make_mesh(chips)
+  except ValueError:
+    raise ValueError(
+        f'mesh data={mesh_config.data} x model={mesh_config.model} does not '
+        f'fit the {len(chips)} chips of {topology.name}: set '
+        '--gin.DATA_MESH_SIZE and --gin.MODEL_MESH_SIZE so that data x model '
+        f'= {len(chips)} (-1 takes the chips the other leaves)') from None
+  batch_size = settings['train_dataset_cfg'].batch_size
+  if batch_size % mesh.shape['data']:
+    raise ValueError(
+        f'BATCH_SIZE={batch_size} is not divisible by the data axis of mesh '
+        f'{dict(mesh.shape)} on {topology.name}: use a multiple of '
+        f"{mesh.shape['data']}, or set --gin.DATA_MESH_SIZE")
+  return mesh
+
+
+def _input_shapes(settings: dict[str, Any]) -> dict[str, tuple[int, int]]:
+  """Model feature -> global batch shape, as the run's data pipeline makes."""
+  dataset, model = settings['train_dataset_cfg'], settings['model']
+  lengths = model.feature_converter_cls(
+      pack=dataset.pack).get_model_feature_lengths(dataset.task_feature_lengths)
+  return {k: (dataset.batch_size, n) for k, n in lengths.items()}
+
+
+def _lower_step(settings: dict[str, Any], topology: Topology, mesh,
+                rules) -> tuple[Any, Any]:
+  """The run's trainer over `mesh`, and its train step lowered (not compiled)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax.sharding import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax.training import optimizers  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+
+  input_shapes = _input_shapes(settings)
+  trainer = trainer_lib.Trainer(
+      settings['model'], settings.get('optimizer', optimizers.Adafactor()),
+      settings.get('schedule', optimizers.Schedule()), mesh, input_shapes,
+      settings.get('trainer_config', trainer_lib.TrainerConfig()), rules)
+  batch = {k: jax.ShapeDtypeStruct(s, jax.numpy.int32,
+                                   sharding=trainer.batch_sharding)
+           for k, s in input_shapes.items()}
+  # The trainer's step as it compiles on accelerators: the state donated
+  # (updated in place). The trainer itself donates only off CPU, and this
+  # host is a CPU; `cpu:N` plans compile the trainer's own jitted step.
+  step = trainer._jit_train  # pylint: disable=protected-access
+  if topology.kind != 'cpu':
+    step = jax.jit(trainer._train_step,  # pylint: disable=protected-access
+                   in_shardings=(trainer.state_shardings, trainer.batch_sharding),
+                   out_shardings=(trainer.state_shardings,
+                                  mesh_lib.replicated(mesh)),
+                   donate_argnums=(0,))
+  with trainer.activate():
+    return trainer, step.lower(trainer.abstract_state, batch)
+
+
+def _flops(stage) -> float:
+  """XLA's FLOPs of a lowered (global) or compiled (per-chip) program."""
+  cost = stage.cost_analysis()
+  if cost is None:
+    # JAX analyses lowered programs only for backends of its own (not TPU's
+    # compile-only client); the unoptimised program's FLOPs are the same on
+    # any backend, so the host's analyses it.
+    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+    from jax._src.lib import _jax  # pylint: disable=g-import-not-at-top
+    cost = _jax.hlo_module_cost_analysis(
+        xla_bridge.get_backend('cpu'),
+        stage.compiler_ir('hlo').as_hlo_module())
+  if isinstance(cost, (list, tuple)):  # one entry per program on some versions
+    cost = cost[0]
+  return float(cost.get('flops', 0.0))
+
+
+def plan_topology(run: str, settings: dict[str, Any], topology: Topology,
+                  mesh, hbm_gib: Optional[float] = None, quiet: bool = True,
+                  loop_free_settings: Optional[dict[str, Any]] = None) -> Plan:
+  """Compiles the run's train step for `mesh` over the chips of `topology`.
+
+  XLA's cost analysis counts a loop's body once. A step with loops
+  (microbatches; layers under scan) comes with `loop_free_settings`, the same
+  run without them: its FLOPs are the compiled step's plus the loops' other
+  iterations, the difference of the two programs' global FLOPs as lowered
+  (not compiled) over the chips. Not their ratio: compilation removes FLOPs
+  outside the loops (the one-hot embedding matmuls), not the layers'
+  matmuls inside them, and a ratio scaled those removals too (XXL cut to
+  2+2 layers, scanned: 13.42 TFLOPs per chip by ratio, 16.84 by difference,
+  17.65 compiled unrolled).
+  """
+  import time  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax.sharding import partitioning  # pylint: disable=g-import-not-at-top
+
+  rules = partitioning.logical_axis_rules()
+  trainer, lowered = _lower_step(settings, topology, mesh, rules)
+  # A step that needs more than the chip's HBM still compiles, so that the
+  # plan says by how much (libtpu refuses it by default).
+  options = None if topology.kind == 'cpu' else _TPU_COMPILE_OPTIONS
+  start = time.perf_counter()
+  try:
+    with trainer.activate(), _stderr_closed(quiet):
+      compiled = lowered.compile(compiler_options=options)
+  except jax.errors.JaxRuntimeError as e:
+    # libtpu refuses some very large unrolled programs outright (XXL with
+    # 48 unrolled layers: 'Invalid TPU program').
+    scanned = settings['model'].module.config.scan_layers
+    hint = ('fewer examples per chip (BATCH_SIZE, or a larger slice); the '
+            'layers are already scanned' if scanned else
+            '--gin.network.T5Config.scan_layers=True')
+    raise ValueError(
+        f'the compiler refused the train step of {run} for {topology.name} '
+        f'({errors.first_line(e)}): make the program smaller, e.g. '
+        f'{hint}') from e
+  compile_seconds = time.perf_counter() - start
+  flops = _flops(compiled)
+  if loop_free_settings is not None:
+    _, loop_free = _lower_step(loop_free_settings, topology, mesh, rules)
+    flops += (_flops(loop_free) - _flops(lowered)) / mesh.size
+
+  memory = compiled.memory_analysis()
+  state_bytes = sum(_sharded_bytes(x)
+                    for x in jax.tree.leaves(trainer.abstract_state))
+  arguments_outputs = (memory.argument_size_in_bytes +
+                       memory.output_size_in_bytes -
+                       memory.alias_size_in_bytes)
+  total = arguments_outputs + memory.temp_size_in_bytes
+  hbm = topology.chip.hbm_gib if hbm_gib is None else hbm_gib
+  if hbm is None:  # host devices share the host's memory
+    hbm = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / (
+        mesh.size * GIB)
+  hbm_bytes = int(hbm * GIB)
+  peak = topology.chip.peak_tflops
+  return Plan(
+      run=run, topology=topology.name, chip=topology.chip.name, num_chips=mesh.size,
+      mesh=dict(mesh.shape),
+      parameter_partitioning_dims=(
+          2 if ('embed', 'data') in rules else 1),
+      batch_size=settings['train_dataset_cfg'].batch_size,
+      feature_lengths={k: n for k, (_, n) in _input_shapes(settings).items()},
+      num_params=sum(x.size for x in jax.tree.leaves(
+          trainer.abstract_state.params)),
+      state_bytes=state_bytes,
+      other_argument_output_bytes=arguments_outputs - state_bytes,
+      temp_bytes=memory.temp_size_in_bytes, total_bytes=total,
+      hbm_bytes=hbm_bytes, fits=total <= hbm_bytes, flops=flops,
+      flops_scaled_for_loops=loop_free_settings is not None,
+      step_seconds_lower_bound=flops / (peak * 1e12) if peak else None,
+      compile_seconds=compile_seconds)
+
+
+def format_table(plans: Sequence[Plan], width: int = 0) -> str:
+  """One line per plan; memory in GiB per chip; runs named in `width`."""
+  width = max([len(p.run) for p in plans] + [width, 12]) + 2
+  lines = [f"{'run':<{width}}{'topology':<12}{'chips':>6}{'mesh':>9}{'dims':>5}"
+           f"{'state':>8}{'other':>8}{'temp':>8}{'total':>8}{'HBM':>7}"
+           f"{'TFLOPs':>9}{'bound ms':>10}  fits"]
+  for p in plans:
+    bound = ('-' if p.step_seconds_lower_bound is None
+             else f'{p.step_seconds_lower_bound * 1e3:.1f}')
+    lines.append(
+        f"{p.run:<{width}}{p.topology:<12}{p.num_chips:>6}"
+        f"{p.mesh['data']:>5}x{p.mesh['model']:<3}"
+        f'{p.parameter_partitioning_dims:>5}'
+        f'{p.state_bytes / GIB:>8.2f}{p.other_argument_output_bytes / GIB:>8.2f}'
+        f'{p.temp_bytes / GIB:>8.2f}{p.total_bytes / GIB:>8.2f}'
+        f'{p.hbm_bytes / GIB:>7.1f}{p.flops / 1e12:>9.2f}{bound:>10}  '
+        f"{'fits' if p.fits else 'does not fit'}")
+  return '\n'.join(lines)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog='python -m hyperprompt_jax.plan', description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  gin_utils.add_gin_flags(
+      parser, 'gin file of the run (repeatable), as for '
+      'python -m hyperprompt_jax.train', ' of every run')
+  parser.add_argument('--run', action='append', default=[],
+                      help='a run file planned on its own (repeatable), after '
+                      'the --gin_file files, e.g. --run=tpu/xl_global_v4_8.gin')
+  parser.add_argument('--topology', action='append', default=[],
+                      help='v4:AxBxC, v5e:AxB, v5p:AxBxC or cpu:N (repeatable; '
+                      "default: the run's TPU_TOPOLOGY macro)")
+  parser.add_argument('--hbm_gib', type=float, default=None,
+                      help="memory per chip to fit in, GiB (default: the chip's "
+                      'HBM; for cpu:N the host memory / N)')
+  parser.add_argument('--output', default=None, help='write JSON here')
+  return parser.parse_args(gin_utils.rewrite_gin_args(argv))
+
+
+def describe(settings: dict[str, Any]) -> str:
+  """The run in one line: model size, variant, data shape."""
+  module = settings['model'].module
+  config, dataset = module.config, settings['train_dataset_cfg']
+  hyperprompt = module.hyperprompt
+  return (f'd_model {config.emb_dim}, {config.num_encoder_layers}+'
+          f'{config.num_decoder_layers} layers, variant {hyperprompt.variant}'
+          f' ({hyperprompt.num_tasks} tasks), {dataset.mixture_or_task_name}, '
+          f'batch {dataset.batch_size}, lengths '
+          f'{dataset.task_feature_lengths}, '
+          f"{'packed' if dataset.pack else 'unpacked'}")
+
+
+def _load_run(gin_files: Sequence[str], args: argparse.Namespace,
+              extra_bindings: Sequence[str] = ()
+              ) -> tuple[dict[str, Any], list[Topology]]:
+  """Parses one run's gin files; its settings and topologies."""
+  import gin  # pylint: disable=g-import-not-at-top
+  gin_utils.parse_gin(gin_files, [*args.gin_bindings, *extra_bindings],
+                      [p for p in args.gin_search_paths.split(',') if p])
+  names = args.topology
+  if not names:
+    try:
+      names = [gin.query_parameter('%TPU_TOPOLOGY')]
+    except ValueError:
+      raise ValueError(
+          f'no --topology and {", ".join(gin_files)} names no TPU_TOPOLOGY: '
+          'give one or more, e.g. --topology=v5e:4x4 --topology=cpu:8') from None
+  topologies = [parse_topology(t) for t in names]
+  prepare_environment(topologies)
+  return _run_settings(), topologies
+
+
+def _loop_free_bindings(settings: dict[str, Any]) -> list[str]:
+  """Bindings that take the loops (microbatches, scanned layers) out of a
+  run's train step without changing its arithmetic; none if it has none."""
+  bindings = []
+  trainer_config = settings.get('trainer_config')
+  if trainer_config is not None and trainer_config.num_microbatches > 1:
+    bindings.append('trainer.TrainerConfig.num_microbatches = 1')
+  if getattr(settings['model'].module.config, 'scan_layers', False):
+    bindings.append('network.T5Config.scan_layers = False')
+  return bindings
+
+
+def main(argv: Sequence[str]) -> None:
+  args = parse_args(argv)
+  runs = [[*args.gin_file, run] for run in args.run] or [args.gin_file]
+  if not runs[0]:
+    raise ValueError('no run: give its gin files, e.g. '
+                     '--gin_file=tpu/base_global_v5e8.gin or --run=FILE')
+  for topology in args.topology:
+    parse_topology(topology)
+  if args.hbm_gib is not None and args.hbm_gib <= 0:
+    raise ValueError(f'bad --hbm_gib={args.hbm_gib}: give GiB per chip, > 0')
+  prepare_environment([parse_topology(t) for t in args.topology])
+  quiet = '--verbose' not in sys.argv
+  # Every run's meshes first: bad input fails before the long compiles.
+  for gin_files in runs:
+    settings, topologies = _load_run(gin_files, args)
+    for topology in topologies:
+      make_mesh(settings, topology, quiet)
+  # A run is named by its run file, or by all its files.
+  names = [' '.join(pathlib.Path(f).stem
+                    for f in (files[-1:] if args.run else files))
+           for files in runs]
+  width = max(len(n) for n in names)
+  plans, descriptions = [], {}
+  for name, gin_files in zip(names, runs):
+    settings, topologies = _load_run(gin_files, args)
+    loop_free = None
+    if _loop_free_bindings(settings):
+      loop_free, _ = _load_run(gin_files, args, _loop_free_bindings(settings))
+      # The run's own gin state again: the plan reads its axis rules.
+      settings, topologies = _load_run(gin_files, args)
+    descriptions[name] = describe(settings)
+    print(f'{name}: {descriptions[name]}', flush=True)
+    if not plans:
+      print(format_table([], width), flush=True)
+    for topology in topologies:
+      plans.append(plan_topology(name, settings, topology,
+                                 make_mesh(settings, topology, quiet),
+                                 args.hbm_gib, quiet, loop_free))
+      print(format_table(plans, width).splitlines()[-1], flush=True)
+  if len(plans) > 1:
+    print(format_table(plans, width))
+  print('GiB per chip: state = parameters + optimizer state; other = the rest '
+        'of arguments and outputs (batch, metrics; the new state where it is '
+        'not donated); temp = XLA temporaries; bound = the FLOPs at the '
+        "chip's peak bf16 rate")
+  if args.output:
+    with open(args.output, 'w') as f:
+      json.dump({'runs': descriptions, 'gin_files': args.gin_file,
+                 'gin_bindings': args.gin_bindings,
+                 'plans': [dataclasses.asdict(p) for p in plans]}, f, indent=2)
+    print(f'wrote {args.output}')
+
+
+if __name__ == '__main__':
+  gin_utils.run_main(main)

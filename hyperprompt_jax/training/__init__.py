@@ -1,0 +1,1 @@
+"""The standalone trainer: train state, optimizers, the train step, evaluation, metric writers, preemption and the train loop."""
