@@ -9,6 +9,7 @@ import pytest
 from hyperprompt_jax.checkpointing import checkpoint_import
 from hyperprompt_jax.conditioning import adapter
 from hyperprompt_jax.conditioning import param_counts
+from hyperprompt_jax.conditioning import routing
 from hyperprompt_jax.sharding import partitioning
 from hyperprompt_jax.training import trainer
 import tiny_models as tm
@@ -31,7 +32,7 @@ def test_packed_routing_applies_each_tokens_own_task_kernels():
   x = jnp.asarray(rng.randn(batch, length, d), jnp.float32)
   task_ids = np.array([[3, 3, 0, 0, 2], [1, 1, 1, 3, 3]], np.int32)
   layer = adapter.TaskAdapter()
-  packed = layer.apply({}, x, adapter.route_adapters(
+  packed = layer.apply({}, x, routing.route_adapters(
       kernels, jnp.asarray(task_ids)).layer(0).position('mlp'))
   down, up = np.asarray(kernels.down[0, 1]), np.asarray(kernels.up[0, 1])
   expected = np.stack([np.stack([
@@ -40,7 +41,7 @@ def test_packed_routing_applies_each_tokens_own_task_kernels():
   np.testing.assert_allclose(packed, expected, rtol=1e-5, atol=1e-5)
   # Rows of one task each: row gathering gives the same as packed routing.
   one_task = np.array([[2] * length, [0] * length], np.int32)
-  outputs = [layer.apply({}, x, adapter.route_adapters(
+  outputs = [layer.apply({}, x, routing.route_adapters(
       kernels, jnp.asarray(ids)).layer(0).position('attention'))
              for ids in (one_task[:, 0], one_task)]
   np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)

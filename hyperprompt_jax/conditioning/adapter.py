@@ -2,8 +2,8 @@
 
 An adapter maps a block's output `x` to `x + U relu(D x)` (Houlsby et al.,
 2019), bias-free like every T5.1.1 projection. Kernels come per task from
-`adapter_generator`; `route_adapters` decides once per stack how tokens find
-theirs, and `TaskAdapter` applies them in a layer.
+`adapter_generator`; `routing.route_adapters` decides once per stack how
+tokens find theirs, and `TaskAdapter` applies them in a layer.
 """
 
 import flax
@@ -66,29 +66,6 @@ class RoutedAdapters:
   def scan_axes(self) -> 'RoutedAdapters':
     """`nn.scan` in-axes: kernels scanned over layers, the routing shared."""
     return RoutedAdapters(0, 0, nn.broadcast, nn.broadcast)
-
-
-def route_adapters(kernels: AdapterKernels,
-                   task_ids: jnp.ndarray) -> RoutedAdapters:
-  """Chooses which kernels each token uses.
-
-  Args:
-    kernels: every task's kernels of one stack.
-    task_ids: `[batch]` task of each row (unpacked rows), or `[batch, length]`
-      task of every token (packed rows, which may hold examples of several
-      tasks).
-
-  Returns:
-    `RoutedAdapters` for `TaskAdapter`.
-  """
-  if task_ids.ndim == 1:
-    return RoutedAdapters(kernels.down[:, :, task_ids],
-                          kernels.up[:, :, task_ids])
-  flat = task_ids.reshape(-1)
-  num_tasks = kernels.down.shape[2]
-  return RoutedAdapters(
-      kernels.down, kernels.up, order=jnp.argsort(flat, stable=True),
-      group_sizes=jnp.bincount(flat, length=num_tasks).astype(jnp.int32))
 
 
 class TaskAdapter(nn.Module):

@@ -6,6 +6,8 @@ from flax import linen as nn
 from flax.linen import partitioning as nn_partitioning
 import jax.numpy as jnp
 
+from hyperprompt_jax.conditioning import routing
+
 
 class InputPrompt(nn.Module):
   """Prepends the soft prompt of each row's task to its embedded input.
@@ -32,5 +34,6 @@ class InputPrompt(nn.Module):
         'prompts', self.prompt_init,
         (self.num_tasks, self.prompt_length, embedded.shape[-1]), jnp.float32,
         axes=('tasks', 'prompt_length', 'embed'))
-    rows = jnp.asarray(prompts, self.dtype)[row_task_ids]
+    rows = routing.route_input_prompts(jnp.asarray(prompts, self.dtype),
+                                       row_task_ids)
     return jnp.concatenate([rows, embedded.astype(self.dtype)], axis=1)

@@ -5,7 +5,6 @@ import jax.numpy as jnp
 
 from hyperprompt_jax.conditioning import hypernetwork
 from hyperprompt_jax.conditioning import hyperprompt_config as hp_config
-from hyperprompt_jax.layers import attention
 
 
 class HyperPromptGenerator(nn.Module):
@@ -139,52 +138,3 @@ class HyperPromptGenerator(nn.Module):
         cfg.task_embed_dim, cfg.task_mlp_dim, cfg.embedding_init,
         cfg.kernel_init, self.dtype)
 
-
-def route_prompts(keys: jnp.ndarray, values: jnp.ndarray,
-                  task_ids: jnp.ndarray) -> attention.Prompts:
-  """Chooses which prompt slots each query token sees, in every layer.
-
-  An unpacked row holds one task, so it gets that task's `l` slots per layer.
-  Packed rows may hold several tasks: they keep every task's slots, and
-  attention pairs each token with its own task's.
-
-  Args:
-    keys: `[layers, tasks, l, heads, head_dim]` from the generator.
-    values: same shape.
-    task_ids: `[batch]` task of each row (unpacked rows), or `[batch, length]`
-      task of every token (packed rows).
-
-  Returns:
-    The stack's `attention.Prompts`: `[layers, batch, l, heads, head_dim]`
-    slots (unpacked), or `[layers, tasks, ...]` slots and the token tasks
-    (packed).
-  """
-  if task_ids.ndim == 2:
-    return attention.Prompts(keys, values, task_ids)
-  return attention.Prompts(keys[:, task_ids], values[:, task_ids])
-
-
-def check_task_ids(task_ids: jnp.ndarray | None, name: str) -> jnp.ndarray:
-  """Returns int32 task ids, or raises a clear error if missing or misshapen.
-
-  Ids are `[batch]` (a task per row) or `[batch, length]` (a task per
-  token). Ids outside `[0, num_tasks)` cannot be checked under jit: the
-  feature converter and the task-id map guarantee the range.
-  """
-  if task_ids is None:
-    raise ValueError(f'This HyperPrompt variant needs `{name}` [batch] or '
-                     '[batch, length]; use HyperPromptEncDecFeatureConverter '
-                     'to produce it.')
-  if task_ids.ndim not in (1, 2):
-    raise ValueError(f'`{name}` must be [batch] or [batch, length], got shape '
-                     f'{task_ids.shape}.')
-  return jnp.asarray(task_ids, jnp.int32)
-
-
-def row_task_ids(task_ids: jnp.ndarray | None) -> jnp.ndarray | None:
-  """`[batch]` task of each row of one task, from `[batch]` or `[batch, len]`
-  ids (a row's first token names its task; a predicted batch's own
-  `decoder_task_ids` may be all padding, so decoding takes the encoder's)."""
-  if task_ids is None or task_ids.ndim == 1:
-    return task_ids
-  return task_ids[:, 0]

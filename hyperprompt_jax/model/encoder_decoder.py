@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import seqio
 
-from hyperprompt_jax.conditioning import prompt_generator
+from hyperprompt_jax.conditioning import routing
 from hyperprompt_jax.data import feature_converter
 from hyperprompt_jax.model import decoding
 from hyperprompt_jax.model import losses
@@ -131,8 +131,8 @@ class EncoderDecoderModel:
   def _init_decoding(self, params, batch: Batch, max_decode_length: int):
     """Encodes the inputs and initialises the decoder cache (and prompts)."""
     inputs = batch['encoder_input_tokens']
-    # Decoding batches are unpacked: the cache holds each row's own prompts.
-    task_ids = prompt_generator.row_task_ids(batch.get('encoder_task_ids'))
+    # The cache holds each row's own prompts.
+    task_ids = routing.decoding_task_ids(batch)
     encoded = self.module.apply({'params': params}, inputs,
                                 encoder_task_ids=task_ids,
                                 enable_dropout=False,

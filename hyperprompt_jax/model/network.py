@@ -20,6 +20,7 @@ from hyperprompt_jax.conditioning import adapter_generator
 from hyperprompt_jax.conditioning import hyperprompt_config as hp_config
 from hyperprompt_jax.conditioning import input_prompt
 from hyperprompt_jax.conditioning import prompt_generator
+from hyperprompt_jax.conditioning import routing
 from hyperprompt_jax.layers import attention
 from hyperprompt_jax.layers import dense
 from hyperprompt_jax.layers import embedding
@@ -147,7 +148,7 @@ def _routed_adapters(cfg: T5Config, hp: hp_config.HyperPromptConfig,
   kernels = adapter_generator.AdapterGenerator(
       config=hp, num_layers=num_layers, emb_dim=cfg.emb_dim, dtype=cfg.dtype,
       name='adapters')()
-  return adapter.route_adapters(kernels, task_ids)
+  return routing.route_adapters(kernels, task_ids)
 
 
 def _adapted(hp: hp_config.HyperPromptConfig, adapters, position: str, block,
@@ -330,28 +331,6 @@ class DecoderLayer(nn.Module):
     return adapters
 
 
-def _routing_task_ids(task_ids, name: str, packed: bool,
-                      hp: hp_config.HyperPromptConfig):
-  """`[batch]` row task ids of rows of one task, `[batch, len]` token task ids
-  of packed rows that mix tasks (the forms `route_prompts` and
-  `route_adapters` take).
-
-  Callers that know each row's task (decoding, prediction) pass `[batch]`
-  row ids; batches from the feature converter carry `[batch, len]` token
-  ids. Unpacked rows hold one task, and so do packed rows under
-  `hp.one_task_per_row`: routing them per row spares scoring every task's
-  prompt slots (or applying every task's adapters) in every row.
-  """
-  task_ids = prompt_generator.check_task_ids(task_ids, name)
-  if not packed or hp.one_task_per_row:
-    return prompt_generator.row_task_ids(task_ids)
-  if task_ids.ndim == 1:
-    raise ValueError(f'Packed rows may mix tasks, so `{name}` must be '
-                     f'[batch, length] (a task per token), got shape '
-                     f'{task_ids.shape}; or set one_task_per_row.')
-  return task_ids
-
-
 class Encoder(nn.Module):
   """Token ids `[batch, len]` -> encodings `[batch, len (+ l), embed]`."""
 
@@ -379,8 +358,8 @@ class Encoder(nn.Module):
     cfg, hp = self.config, self.hyperprompt
     tasks = None
     if hp.prompts_encoder_input or hp.conditions_encoder or hp.adapts_encoder:
-      tasks = _routing_task_ids(encoder_task_ids, 'encoder_task_ids', packed,
-                                hp)
+      tasks = routing.stack_task_ids(encoder_task_ids, 'encoder_task_ids',
+                                     packed, hp)
     rel_emb = _relative_biases(cfg)
     x = self.shared_embedding(encoder_input_tokens.astype(jnp.int32))
     if hp.prompts_encoder_input:
@@ -395,7 +374,7 @@ class Encoder(nn.Module):
     if hp.conditions_encoder:
       keys, values = _prompt_generator(cfg, hp, cfg.num_encoder_layers)(
           deterministic)
-      prompts = prompt_generator.route_prompts(keys, values, tasks)
+      prompts = routing.route_prompts(keys, values, tasks)
     adapters = None
     if hp.adapts_encoder:
       adapters = _routed_adapters(cfg, hp, cfg.num_encoder_layers, tasks)
@@ -473,10 +452,11 @@ class Decoder(nn.Module):
     """Every layer's routed prompts (decoded rows are unpacked: each row gets
     its own task's slots, which the layers cache)."""
     cfg, hp = self.config, self.hyperprompt
-    tasks = _routing_task_ids(decoder_task_ids, 'decoder_task_ids', packed, hp)
+    tasks = routing.stack_task_ids(decoder_task_ids, 'decoder_task_ids',
+                                   packed, hp)
     keys, values = _prompt_generator(cfg, hp, cfg.num_decoder_layers)(
         deterministic)
-    return prompt_generator.route_prompts(keys, values, tasks)
+    return routing.route_prompts(keys, values, tasks)
 
   def _adapters(self, decoder_task_ids, packed):
     """Every layer's routed decoder adapters (decoded rows are unpacked:
@@ -484,7 +464,8 @@ class Decoder(nn.Module):
     cfg, hp = self.config, self.hyperprompt
     if not hp.adapts_decoder:
       return None
-    tasks = _routing_task_ids(decoder_task_ids, 'decoder_task_ids', packed, hp)
+    tasks = routing.stack_task_ids(decoder_task_ids, 'decoder_task_ids',
+                                   packed, hp)
     return _routed_adapters(cfg, hp, cfg.num_decoder_layers, tasks)
 
 

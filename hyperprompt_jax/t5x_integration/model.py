@@ -24,7 +24,7 @@ except ImportError as e:
       f'hyperprompt_jax.t5x_integration.model needs t5x ({e}); t5x is not on PyPI, '
       'install it from https://github.com/google-research/t5x.') from None
 
-from hyperprompt_jax.conditioning import prompt_generator  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from hyperprompt_jax.conditioning import routing  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from hyperprompt_jax.data import feature_converter  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from hyperprompt_jax.model import encoder_decoder as model_lib  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from hyperprompt_jax.sharding import partitioning  # pylint: disable=g-import-not-at-top,g-bad-import-order
@@ -130,14 +130,12 @@ class HyperPromptEncoderDecoderModel(models.EncoderDecoderModel):
     else:
       prompt = jnp.zeros_like(decoder_input_tokens)
 
-    encoder_task_ids = prompt_generator.row_task_ids(
-        batch.get('encoder_task_ids'))
+    task_ids = routing.decoding_task_ids(batch)
     encoded = self.module.apply(
-        {'params': params}, inputs, encoder_task_ids=encoder_task_ids,
+        {'params': params}, inputs, encoder_task_ids=task_ids,
         enable_dropout=False, method=self.module.encode)
-    cache, _ = self._compute_kv_cache(
-        params, encoded, inputs, prompt,
-        decoder_task_ids=encoder_task_ids)
+    cache, _ = self._compute_kv_cache(params, encoded, inputs, prompt,
+                                      decoder_task_ids=task_ids)
 
     # Beam search and sampling expand the batch in place to batch * decodes.
     tokens_ids_to_logits = functools.partial(
