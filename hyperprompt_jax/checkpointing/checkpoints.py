@@ -25,6 +25,7 @@ from jax.experimental import multihost_utils
 from hyperprompt_jax.checkpointing import iterator_checkpoint
 from hyperprompt_jax.data import pipeline as data_lib
 from hyperprompt_jax import errors
+from hyperprompt_jax.sharding import partitioning
 
 UNREADABLE_DIR = 'checkpoints_unreadable'
 # The trainer's `TrainState` (training/train_state.py), or any pytree of
@@ -56,17 +57,10 @@ def checkpoint_dir(model_dir: str) -> pathlib.Path:
   return pathlib.Path(model_dir) / 'checkpoints'
 
 
-def _key_name(key) -> str:
-  for attr in ('name', 'key', 'idx'):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
 def _shapes_by_path(tree: Any) -> dict[str, tuple[int, ...]]:
   """'/'-joined key path -> shape of every leaf with a shape."""
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {'/'.join(_key_name(k) for k in path): tuple(leaf.shape)
+  return {'/'.join(partitioning.key_names(path)): tuple(leaf.shape)
           for path, leaf in leaves if hasattr(leaf, 'shape')}
 
 

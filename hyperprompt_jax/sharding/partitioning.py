@@ -86,9 +86,11 @@ def logical_axis_rules(
 
 
 def key_names(path) -> tuple[str, ...]:
-  """A leaf's `jax.tree_util` key path as the names of its dict keys, e.g.
-  `('encoder', 'layers_0', 'mlp', 'wi', 'kernel')`."""
-  return tuple(str(getattr(k, 'key', k)) for k in path)
+  """A leaf's `jax.tree_util` key path as names: dict keys, attribute names
+  and sequence indices, e.g. `('encoder', 'layers_0', 'mlp', 'wi', 'kernel')`
+  or `('opt_state', '0', 'count')`."""
+  return tuple(next((str(getattr(k, attr)) for attr in ('key', 'name', 'idx')
+                     if hasattr(k, attr)), str(k)) for k in path)
 
 
 def is_conditioning_param(path: tuple[str, ...]) -> bool:
