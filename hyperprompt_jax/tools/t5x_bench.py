@@ -145,9 +145,6 @@ class WholeRuns:
                                         self.t5x_steps_per_second))
 
 
-_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'gin')
-
-
 def _run(command: list[str]) -> None:
   result = subprocess.run(command, capture_output=True, text=True)
   if result.returncode:
@@ -177,7 +174,8 @@ def _t5x_steps_per_second(variant: str, steps: int, log_period: int,
             f'train_script.train.eval_period = {steps}\n'
             f'train_script.train.stats_period = {log_period}\n'
             f'utils.SaveCheckpointConfig.period = {steps}\n')
-  _run([sys.executable, '-m', 't5x.train', f'--gin_search_paths={_GIN_DIR}',
+  _run([sys.executable, '-m', 't5x.train',
+        f'--gin_search_paths={gin_utils.DEFAULT_GIN_DIR}',
         f'--gin_file=variants/{variant}.gin',
         '--gin_file=t5x/runs/synthetic_tiny.gin', f'--gin_file={periods}',
         f"--gin.MODEL_DIR='{model_dir}'", f'--gin.TRAIN_STEPS={steps}',
