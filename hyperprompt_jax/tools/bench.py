@@ -42,6 +42,7 @@ from hyperprompt_jax import gin_utils
 from hyperprompt_jax.model import encoder_decoder as model_lib
 from hyperprompt_jax.model import network
 from hyperprompt_jax.sharding import mesh as mesh_lib
+from hyperprompt_jax import tables
 from hyperprompt_jax.training import optimizers
 from hyperprompt_jax.training import trainer as trainer_lib
 
@@ -301,24 +302,31 @@ def _result(row: _Row, shape: Shape) -> BenchResult:
       peak_memory_bytes=row.peak_memory_bytes)
 
 
+_COLUMNS = (
+    tables.Column('variant', 13, '<'), tables.Column('rows', 9, '<'),
+    tables.Column('params', 11), tables.Column('compile s', 9),
+    tables.Column('step ms', 8), tables.Column('vs none', 7),
+    tables.Column('tokens/s', 9), tables.Column('GFLOP', 7),
+    tables.Column('GFLOP/s', 8), tables.Column('MFU', 6),
+    tables.Column('peak MiB', 8))
+
+
 def format_table(results: Sequence[BenchResult]) -> str:
   """One line per result; `vs none` is the step time over `none`'s on the
   same rows (when `none` was measured)."""
   none = {r.rows: r.step_seconds for r in results if r.variant == 'none'}
-  lines = [f"{'variant':<14}{'rows':<10}{'params':>11}{'compile s':>10}"
-           f"{'step ms':>9}{'vs none':>8}{'tokens/s':>10}{'GFLOP':>8}"
-           f"{'GFLOP/s':>9}{'MFU':>7}{'peak MiB':>9}"]
+  rows = []
   for r in results:
     ratio = (f'{r.step_seconds / none[r.rows]:.2f}x' if r.rows in none
              else '-')
     peak = ('-' if r.peak_memory_bytes is None
             else f'{r.peak_memory_bytes / 2**20:.0f}')
-    lines.append(
-        f'{r.variant:<14}{r.rows:<10}{r.num_params:>11,}'
-        f'{r.compile_seconds:>10.1f}{r.step_seconds * 1e3:>9.2f}{ratio:>8}'
-        f'{r.tokens_per_second:>10,.0f}{r.flops_per_step / 1e9:>8.2f}'
-        f'{r.flops_per_second / 1e9:>9.1f}{r.mfu:>7.1%}{peak:>9}')
-  return '\n'.join(lines)
+    rows.append([
+        r.variant, r.rows, f'{r.num_params:,}', f'{r.compile_seconds:.1f}',
+        f'{r.step_seconds * 1e3:.2f}', ratio, f'{r.tokens_per_second:,.0f}',
+        f'{r.flops_per_step / 1e9:.2f}', f'{r.flops_per_second / 1e9:.1f}',
+        f'{r.mfu:.1%}', peak])
+  return tables.text_table(_COLUMNS, rows)
 
 
 def csv_values(flag: str, text: str, allowed: Sequence[str]) -> list[str]:

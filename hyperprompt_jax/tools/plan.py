@@ -33,6 +33,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from hyperprompt_jax import errors
 from hyperprompt_jax import gin_utils
+from hyperprompt_jax import tables
 
 GIB = 2**30
 # TPU_ACCELERATOR_TYPE and TPU_WORKER_HOSTNAMES let libtpu start on a host
@@ -377,22 +378,26 @@ def plan_topology(run: str, settings: dict[str, Any], topology: Topology,
 
 def format_table(plans: Sequence[Plan], width: int = 0) -> str:
   """One line per plan; memory in GiB per chip; runs named in `width`."""
-  width = max([len(p.run) for p in plans] + [width, 12]) + 2
-  lines = [f"{'run':<{width}}{'topology':<12}{'chips':>6}{'mesh':>9}{'dims':>5}"
-           f"{'state':>8}{'other':>8}{'temp':>8}{'total':>8}{'HBM':>7}"
-           f"{'TFLOPs':>9}{'bound ms':>10}  fits"]
-  for p in plans:
-    bound = ('-' if p.step_seconds_lower_bound is None
-             else f'{p.step_seconds_lower_bound * 1e3:.1f}')
-    lines.append(
-        f"{p.run:<{width}}{p.topology:<12}{p.num_chips:>6}"
-        f"{p.mesh['data']:>5}x{p.mesh['model']:<3}"
-        f'{p.parameter_partitioning_dims:>5}'
-        f'{p.state_bytes / GIB:>8.2f}{p.other_argument_output_bytes / GIB:>8.2f}'
-        f'{p.temp_bytes / GIB:>8.2f}{p.total_bytes / GIB:>8.2f}'
-        f'{p.hbm_bytes / GIB:>7.1f}{p.flops / 1e12:>9.2f}{bound:>10}  '
-        f"{'fits' if p.fits else 'does not fit'}")
-  return '\n'.join(lines)
+  width = max([len(p.run) for p in plans] + [width, 12]) + 1
+  columns = [tables.Column('run', width, '<'),
+             tables.Column('topology', 11, '<'), tables.Column('chips', 6),
+             tables.Column('mesh', 8), tables.Column('dims', 4),
+             *[tables.Column(h, 7) for h in ('state', 'other', 'temp',
+                                             'total')],
+             tables.Column('HBM', 6), tables.Column('TFLOPs', 8),
+             tables.Column('bound ms', 9), tables.Column('fits', 0, '<')]
+  rows = [[p.run, p.topology, str(p.num_chips),
+           # data x model, aligned on the x
+           f"{p.mesh['data']:>4}x{p.mesh['model']:<3}",
+           str(p.parameter_partitioning_dims),
+           *[f'{b / GIB:.2f}' for b in (p.state_bytes,
+                                        p.other_argument_output_bytes,
+                                        p.temp_bytes, p.total_bytes)],
+           f'{p.hbm_bytes / GIB:.1f}', f'{p.flops / 1e12:.2f}',
+           ('-' if p.step_seconds_lower_bound is None
+            else f'{p.step_seconds_lower_bound * 1e3:.1f}'),
+           'fits' if p.fits else 'does not fit'] for p in plans]
+  return tables.text_table(columns, rows)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

@@ -28,6 +28,7 @@ from hyperprompt_jax.checkpointing import iterator_checkpoint
 from hyperprompt_jax.data import feature_converter
 from hyperprompt_jax.data import pipeline
 from hyperprompt_jax import gin_utils
+from hyperprompt_jax import tables
 
 
 def _iterator(cfg: pipeline.DatasetConfig):
@@ -71,13 +72,13 @@ def bench_position(cfg: pipeline.DatasetConfig, position: int, repeats: int,
 
 def format_table(rows: Sequence[dict[str, float]]) -> str:
   base = rows[0]['resume_seconds']
-  lines = [f'{"position":>9} {"resume s":>9} {"vs first":>9} '
-           f'{"advance s":>10} {"state MiB":>10}']
-  for r in rows:
-    lines.append(f'{r["position"]:>9} {r["resume_seconds"]:>9.3f} '
-                 f'{r["resume_seconds"] / base:>8.2f}x '
-                 f'{r["advance_seconds"]:>10.1f} {r["state_mib"]:>10.2f}')
-  return '\n'.join(lines)
+  columns = [tables.Column('position', 9), tables.Column('resume s', 9),
+             tables.Column('vs first', 9), tables.Column('advance s', 10),
+             tables.Column('state MiB', 10)]
+  return tables.text_table(columns, [
+      [str(r['position']), f'{r["resume_seconds"]:.3f}',
+       f'{r["resume_seconds"] / base:.2f}x', f'{r["advance_seconds"]:.1f}',
+       f'{r["state_mib"]:.2f}'] for r in rows])
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
