@@ -118,9 +118,7 @@ def convert(input_path: epath.PathLike, output_path: epath.PathLike,
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m hyperprompt_jax.convert_checkpoint', description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = gin_utils.command_parser('convert_checkpoint', __doc__)
   parser.add_argument('--input', required=True,
                       help='t5x checkpoint_<step> directory or safetensors')
   parser.add_argument('--output', required=True,

@@ -170,9 +170,7 @@ def restore_conditioning(params: Params, directory: str) -> Params:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m hyperprompt_jax.export_hf', description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = gin_utils.command_parser('export_hf', __doc__)
   parser.add_argument('--checkpoint', required=True,
                       help='MODEL_DIR of a training run')
   parser.add_argument('--output', required=True,

@@ -56,6 +56,19 @@ class GinConfigError(ValueError):
   """A gin file or binding that cannot be parsed; the message is one line."""
 
 
+def command_parser(command: str, doc: str) -> argparse.ArgumentParser:
+  """The parser of `python -m hyperprompt_jax.<command>`.
+
+  Args:
+    command: the module name after `hyperprompt_jax.`, e.g. 'train'.
+    doc: the command module's docstring; --help shows it as written (its
+      usage examples keep their line breaks).
+  """
+  return argparse.ArgumentParser(
+      prog=f'python -m hyperprompt_jax.{command}', description=doc,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def add_gin_flags(parser: argparse.ArgumentParser, gin_file_help: str,
                   of_every_run: str = '') -> None:
   """--gin_file, --gin_bindings (and its --gin.KEY=VALUE form, see

@@ -214,9 +214,7 @@ def read_input_file(path: str) -> list[str]:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m hyperprompt_jax.infer', description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = gin_utils.command_parser('infer', __doc__)
   parser.add_argument('--checkpoint', required=True,
                       help='MODEL_DIR of a training run')
   parser.add_argument('--step', type=int, default=None,

@@ -19,9 +19,7 @@ from hyperprompt_jax import gin_utils
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m hyperprompt_jax.train', description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = gin_utils.command_parser('train', __doc__)
   gin_utils.add_gin_flags(
       parser, 'gin file (repeatable); relative paths are searched in '
       '--gin_search_paths, ., and the repo gin/ dir')

@@ -386,9 +386,7 @@ def describe(size: str, shape: Shape, dtype: str) -> str:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m hyperprompt_jax.bench', description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = gin_utils.command_parser('bench', __doc__)
   add_shape_flags(parser)
   parser.add_argument('--variants', default=','.join(hyperprompt_config.VARIANTS),
                       help='comma-separated variants')

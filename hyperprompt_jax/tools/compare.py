@@ -22,7 +22,6 @@ the final step is not retrained, an unfinished one continues from its latest
 checkpoint. A run that fails is reported in one line and the others go on.
 """
 
-import argparse
 import dataclasses
 import glob
 import itertools
@@ -545,9 +544,7 @@ def _check_bindings(bindings: Sequence[str]) -> None:
 
 def parse_args(argv: Sequence[str]) -> CompareConfig:
   """Command-line flags -> `CompareConfig`; ValueError for bad input."""
-  parser = argparse.ArgumentParser(
-      prog='python -m hyperprompt_jax.compare', description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = gin_utils.command_parser('compare', __doc__)
   parser.add_argument('--variants', default=','.join(hp_config.VARIANTS),
                       help='comma-separated variants, in table order')
   parser.add_argument('--seeds', type=int, default=DEFAULT_SEEDS,

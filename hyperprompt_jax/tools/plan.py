@@ -401,9 +401,7 @@ def format_table(plans: Sequence[Plan], width: int = 0) -> str:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m hyperprompt_jax.plan', description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = gin_utils.command_parser('plan', __doc__)
   gin_utils.add_gin_flags(
       parser, 'gin file of the run (repeatable), as for '
       'python -m hyperprompt_jax.train', ' of every run')

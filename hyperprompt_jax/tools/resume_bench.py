@@ -82,9 +82,7 @@ def format_table(rows: Sequence[dict[str, float]]) -> str:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m hyperprompt_jax.resume_bench', description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = gin_utils.command_parser('resume_bench', __doc__)
   parser.add_argument('--positions', default='0,50000',
                       help='comma-separated batch positions')
   parser.add_argument('--mixture', default='synthetic_mixture')
