@@ -184,7 +184,7 @@ def train_from(trainer, state, steps):
   for i in range(steps):
     batch = pipeline.to_global(test_trainer.random_batch(i), trainer.batch_sharding)
     state, metrics = trainer.train_step(state, batch)
-    losses.append(float(metrics['loss']))
+    losses.append(float(metrics['loss'].compute()))
   return state, losses
 
 

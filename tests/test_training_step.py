@@ -107,13 +107,15 @@ def _targets_with_known_argmaxes(logits, targets, correct):
 ])
 def test_loss_and_metrics_match_a_numpy_reference(smoothing, z_coef,
                                                   normalizer, weighted):
-  """loss, z_loss, cross_ent_loss and accuracy against NumPy written from
-  the formulas, on targets whose argmax hits are chosen (4 of 9 real tokens).
+  """The differentiated loss, and the sums and token counts of loss, z_loss,
+  cross_ent_loss and accuracy, against NumPy written from the formulas, on
+  targets whose argmax hits are chosen (4 of 9 real tokens).
 
   Catches a dropped or mis-scaled z-loss (`z_loss`, `loss`), label smoothing
   ignored or its entropy not subtracted, loss weights or the normaliser
-  (token count or `loss_normalizing_factor`) misapplied, and accuracy that
-  does not count argmax hits over weighted real tokens.
+  (token count or `loss_normalizing_factor`) misapplied, accuracy that does
+  not count argmax hits over weighted real tokens, and metrics that are not
+  per-token sums over the token weight (whatever the normaliser).
   """
   model = _model('none')
   model.label_smoothing, model.z_loss = smoothing, z_coef
@@ -137,20 +139,19 @@ def test_loss_and_metrics_match_a_numpy_reference(smoothing, z_coef,
 
   token_loss, token_z = _reference_token_losses(
       logits, batch['decoder_target_tokens'], smoothing, z_coef)
-  denominator = normalizer or weights.sum()
-  want_loss = (token_loss * weights).sum() / denominator
-  want_z = (token_z * weights).sum() / denominator
-  np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
-  np.testing.assert_allclose(metrics['loss'], want_loss, rtol=1e-5)
-  np.testing.assert_allclose(metrics['z_loss'], want_z, rtol=1e-5)
-  np.testing.assert_allclose(metrics['cross_ent_loss'], want_loss - want_z,
+  loss_sum = (token_loss * weights).sum()
+  z_sum = (token_z * weights).sum()
+  np.testing.assert_allclose(loss, loss_sum / (normalizer or weights.sum()),
                              rtol=1e-5)
   assert real.sum() == 9 and (correct & real).sum() == 4
-  np.testing.assert_allclose(
-      metrics['accuracy'], (weights * correct).sum() / weights.sum(),
-      rtol=1e-6)
-  assert float(metrics['num_tokens']) == weights.sum()
-  assert float(metrics['num_examples']) == 2.0
+  want = {'loss': loss_sum, 'z_loss': z_sum, 'cross_ent_loss': loss_sum - z_sum,
+          'accuracy': (weights * correct).sum()}
+  assert sorted(metrics) == sorted(want)
+  for name, total in want.items():
+    np.testing.assert_allclose(metrics[name].total, total, rtol=1e-5,
+                               err_msg=name)
+    np.testing.assert_allclose(metrics[name].count, weights.sum(),
+                               err_msg=name)
 
 
 def test_scores_are_the_targets_log_likelihood():

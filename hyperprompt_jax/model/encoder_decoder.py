@@ -8,6 +8,7 @@ t5x itself.
 import functools
 from typing import Any, Mapping
 
+from clu import metrics as clu_metrics
 from flax import linen as nn
 import jax
 import jax.numpy as jnp
@@ -89,36 +90,33 @@ class EncoderDecoderModel:
                              enable_dropout=dropout_rng is not None)
 
   def loss_fn(self, params, batch: Batch, dropout_rng=None):
-    """Training loss and metrics of one batch.
+    """Training loss and metric sums of one batch.
 
     Returns:
-      `(loss, metrics)`: the scalar loss to differentiate and a dict of
-      scalars: `loss`, `z_loss`, `cross_ent_loss`, `accuracy` (token accuracy
-      over real targets), `num_tokens` and `num_examples`.
+      `(loss, metrics)`: the scalar loss to differentiate (the weighted token
+      losses summed, over the token weight or `loss_normalizing_factor`), and
+      per-token means as `clu.metrics.Average`s of the batch's sums over its
+      token weight `num_tokens` (the sum of `decoder_loss_weights`): `loss`,
+      `z_loss`, `cross_ent_loss` and `accuracy` (argmax hits). Batches merge
+      by adding sums and counts, so merged means are token-weighted.
     """
     logits = self.logits(params, batch, dropout_rng)
     targets = batch['decoder_target_tokens']
     weights = batch.get('decoder_loss_weights', (targets > 0).astype(
         jnp.float32))
     loss, z_loss, num_tokens = losses.compute_weighted_cross_entropy(
-        logits, targets, weights, self.label_smoothing, self.z_loss,
-        self.loss_normalizing_factor)
-    if self.loss_normalizing_factor is None:
-      denominator = jnp.maximum(num_tokens, 1.0)
-      loss, z_loss = loss / denominator, z_loss / denominator
-    correct = (jnp.argmax(logits, -1) == targets) * weights
-    segments = batch.get('decoder_segment_ids')
-    num_examples = (jnp.sum(jnp.max(segments, axis=-1)) if segments is not None
-                    else jnp.sum(jnp.any(targets > 0, axis=-1)))
+        logits, targets, weights, self.label_smoothing, self.z_loss)
+    correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
+    per_token = lambda total: clu_metrics.Average(total=total, count=num_tokens)
     metrics = {
-        'loss': loss,
-        'z_loss': z_loss,
-        'cross_ent_loss': loss - z_loss,
-        'accuracy': jnp.sum(correct) / jnp.maximum(num_tokens, 1.0),
-        'num_tokens': num_tokens,
-        'num_examples': num_examples.astype(jnp.float32),
+        'loss': per_token(loss),
+        'z_loss': per_token(z_loss),
+        'cross_ent_loss': per_token(loss - z_loss),
+        'accuracy': per_token(correct),
     }
-    return loss, metrics
+    if self.loss_normalizing_factor is None:
+      return loss / jnp.maximum(num_tokens, 1.0), metrics
+    return loss / self.loss_normalizing_factor, metrics
 
   def score_batch(self, params, batch: Batch) -> jnp.ndarray:
     """Log-likelihood `[batch]` of each (unpacked) row's targets."""

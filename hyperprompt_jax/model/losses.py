@@ -49,9 +49,11 @@ def per_token_cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray,
 
 def compute_weighted_cross_entropy(logits, targets, weights=None,
                                    label_smoothing: float = 0.0,
-                                   z_loss: float = 0.0,
-                                   loss_normalizing_factor: float | None = None):
-  """Weighted token loss summed over the batch.
+                                   z_loss: float = 0.0):
+  """Weighted token losses summed over the batch.
+
+  The sums are what batches, microbatches and steps add up; a caller divides
+  once, by the token count or t5x's `loss_normalizing_factor`.
 
   Args:
     logits: `[batch, len, vocab]`.
@@ -59,17 +61,13 @@ def compute_weighted_cross_entropy(logits, targets, weights=None,
     weights: `[batch, len]` loss weights (0 on padding), or None for all 1.
     label_smoothing: label smoothing mass.
     z_loss: z-loss coefficient.
-    loss_normalizing_factor: divide the summed losses by this constant.
 
   Returns:
-    `(loss, z_loss, weight_sum)` scalars.
+    `(loss, z_loss, weight_sum)` scalars; `loss` includes the z-loss.
   """
   loss, total_z_loss = per_token_cross_entropy(logits, targets,
                                                label_smoothing, z_loss)
   if weights is None:
     weights = jnp.ones(targets.shape, loss.dtype)
-  loss, total_z_loss = loss * weights, total_z_loss * weights
-  if loss_normalizing_factor is not None:
-    loss, total_z_loss = (loss / loss_normalizing_factor,
-                          total_z_loss / loss_normalizing_factor)
-  return jnp.sum(loss), jnp.sum(total_z_loss), jnp.sum(weights)
+  return (jnp.sum(loss * weights), jnp.sum(total_z_loss * weights),
+          jnp.sum(weights))

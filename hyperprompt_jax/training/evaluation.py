@@ -8,6 +8,7 @@ batch (eval data is small and identical on all hosts) and gets the full
 replicated output back.
 """
 
+import functools
 import json
 import math
 import os
@@ -19,6 +20,7 @@ import seqio
 import tensorflow as tf
 
 from hyperprompt_jax.sharding import mesh as mesh_lib
+from hyperprompt_jax.training import trainer as trainer_lib
 
 Results = dict[str, dict[str, float]]
 
@@ -101,16 +103,14 @@ class Evaluator:
 
   def _teacher_forced(self, params, ds: tf.data.Dataset) -> dict[str, float]:
     """Token-weighted loss and accuracy over one task's examples."""
-    loss = accuracy = tokens = 0.0
+    metrics = []
     for _, batch in padded_batches(ds, self._batch_size):
-      metrics = jax.device_get(self._trainer.eval_step(
+      metrics.append(self._trainer.eval_step(
           params, host_batch_to_global(batch, self._trainer.batch_sharding)))
-      n = float(metrics['num_tokens'])
-      loss += float(metrics['loss']) * n
-      accuracy += float(metrics['accuracy']) * n
-      tokens += n
-    tokens = max(tokens, 1.0)
-    return {'loss': loss / tokens, 'token_accuracy': accuracy / tokens}
+    merged = functools.reduce(trainer_lib.merge_metrics,
+                              jax.device_get(metrics))
+    return {'loss': float(merged['loss'].compute()),
+            'token_accuracy': float(merged['accuracy'].compute())}
 
   def evaluate(self, params, step: int) -> Results:
     """{task: {metric: value}} for every eval task."""

@@ -4,6 +4,7 @@
 (t5x's `train_script.train`); every argument is bound in gin/runs/*.gin.
 """
 
+import functools
 import os
 import time
 import uuid
@@ -52,23 +53,35 @@ def _save_run_files(model_dir: str, mixture_or_task_name: str) -> None:
       f.write(gin.config_str())
 
 
-def _summarize(step_metrics: list, since: float) -> dict[str, float]:
-  """Means over the logged steps, and their throughput since time `since`.
+class MetricWindow:
+  """The train steps since the last log: their metrics and their time.
 
-  The clock is read after the steps' metrics arrive, i.e. after the steps
-  completed (not when they were dispatched), so throughput counts finished
-  work.
+  The clock starts when the window opens (after the previous window's saves
+  and evaluations, so throughput counts training only) and stops when the
+  steps' metrics arrive, i.e. when the steps completed, not when they were
+  dispatched.
   """
-  steps = jax.device_get(step_metrics)
-  seconds = time.time() - since
-  summary = {k: float(np.mean([m[k] for m in steps]))
-             for k in steps[0] if not k.startswith('num_')}
-  tokens = sum(float(m['num_tokens']) for m in steps)
-  summary['learning_rate'] = float(steps[-1]['learning_rate'])
-  summary['tokens_per_second'] = tokens / seconds
-  summary['steps_per_second'] = len(steps) / seconds
-  summary['step_time_seconds'] = seconds / len(steps)
-  return summary
+
+  def __init__(self):
+    self._steps: list[trainer_lib.Metrics] = []
+    self._opened = time.time()
+
+  def add(self, metrics: trainer_lib.Metrics) -> None:
+    """Adds one step's metrics (device arrays; nothing waits for them)."""
+    self._steps.append(metrics)
+
+  def summary(self) -> dict[str, float]:
+    """Each metric over the window (means weighted by their token counts;
+    the last learning rate), and the window's throughput."""
+    steps = jax.device_get(self._steps)
+    seconds = time.time() - self._opened
+    merged = functools.reduce(trainer_lib.merge_metrics, steps)
+    summary = {name: float(metric.compute())
+               for name, metric in merged.items()}
+    summary['tokens_per_second'] = float(merged['loss'].count) / seconds
+    summary['steps_per_second'] = len(steps) / seconds
+    summary['step_time_seconds'] = seconds / len(steps)
+    return summary
 
 
 def _make_model_dir(model_dir: str) -> None:
@@ -196,33 +209,32 @@ def train(*,
     return out
 
   bar = metric_writers.progress_bar(start, total_steps)
-  # Windows of completed steps: `tick` starts a window, saves and evaluations
-  # fall between windows, so throughput counts training only.
-  pending, tick = [], time.time()
+  # Saves and evaluations fall between windows, so throughput counts
+  # training only.
+  window = MetricWindow()
 
   def log(step):
-    nonlocal pending
-    summary = _summarize(pending, tick)
+    summary = window.summary()
     if not np.isfinite(summary['loss']):
       raise NonFiniteLossError(
           f"loss is {summary['loss']} by step {step}; stopped without "
           f'saving (last checkpoint: step {checkpointer.latest_step()}): '
           'lower the learning rate or check the data')
     writer.write_scalars(step, summary)
-    pending = []
 
   with preemption.Watcher(checkpointer.reached_preemption) as watcher:
     for step in range(start + 1, total_steps + 1):
       state, metrics = trainer.train_step(state, next(batches))
-      pending.append(metrics)
+      window.add(metrics)
       if bar:
         bar.update()
       save_due = _due(step, checkpoint_config.period, total_steps)
       eval_due = eval_dataset_cfg is not None and eval_period and (
           step % eval_period == 0 and step != total_steps)
       preempted = watcher.reached(step)
-      if (_due(step, log_period, total_steps) or save_due or eval_due or
-          preempted):
+      log_due = (_due(step, log_period, total_steps) or save_due or
+                 eval_due or preempted)
+      if log_due:
         log(step)
       if save_due or preempted:
         checkpointer.save(state, batches, force=step == total_steps or preempted)
@@ -236,8 +248,8 @@ def train(*,
             f'(exit code {preemption.EXIT_CODE})')
       if eval_due:
         run_eval(step)
-      if not pending:
-        tick = time.time()
+      if log_due:
+        window = MetricWindow()
   if bar:
     bar.close()
   checkpointer.wait_until_finished()

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 from typing import Any, Mapping, Optional, Sequence
 
+from clu import metrics as clu_metrics
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -22,7 +23,14 @@ from hyperprompt_jax.training import train_state as train_state_lib
 
 TrainState = train_state_lib.TrainState
 Batch = Mapping[str, jax.Array]
+# Metric name -> its sums (e.g. a token-weighted mean's total and count).
+Metrics = dict[str, clu_metrics.Metric]
 TUNE_MODES = ('all', 'conditioning')
+
+
+def merge_metrics(first: Metrics, second: Metrics) -> Metrics:
+  """The metrics of two batches or steps as one (sums and counts added)."""
+  return {name: metric.merge(second[name]) for name, metric in first.items()}
 
 
 def trainable_mask(params: Any, tune: str) -> Any:
@@ -171,7 +179,11 @@ class Trainer:
       return self._jit_init(self._rng)
 
   def _loss_and_grads(self, params, batch: Batch, rng):
-    """Summed gradients and metric sums over `num_microbatches` slices."""
+    """Gradients of the batch's loss, and its metric sums.
+
+    With `num_microbatches` > 1 the gradients of the slices are summed to the
+    full batch's, and so are their metrics' sums and token counts.
+    """
     # stop_gradient makes the frozen leaves' gradients symbolic zeros, so
     # XLA never computes their weight gradients.
     def loss_fn(p, b, r):
@@ -196,42 +208,35 @@ class Trainer:
           x, NamedSharding(self.mesh, P(None, 'data')))
 
     micro = jax.tree.map(split, batch)
-    # The model averages its loss over the tokens of the batch it sees (or
-    # divides by a constant): weighting microbatch i by its share of tokens
-    # (or by 1) makes the sum equal the full batch's gradient and loss.
+    # The model divides each microbatch's loss by its own token count (or by
+    # a constant): weighting microbatch i's gradient by its tokens (or by 1),
+    # and dividing the sum by the batch's, gives the full batch's gradient.
     token_mean = self.model.loss_normalizing_factor is None
 
     def body(carry, inputs):
       index, microbatch = inputs
       (_, metrics), grads = grad_fn(params, microbatch,
                                     jax.random.fold_in(rng, index))
-      tokens = metrics['num_tokens']
-      loss_weight = tokens if token_mean else 1.0
-      weighted = {
-          k: v if k.startswith('num_') else
-          v * (tokens if k == 'accuracy' else loss_weight)
-          for k, v in metrics.items()}
-      grads = jax.tree.map(lambda g: g * loss_weight, grads)
-      return jax.tree.map(jnp.add, carry, (grads, weighted)), None
+      if token_mean:
+        grads = jax.tree.map(lambda g: g * metrics['loss'].count, grads)
+      # Adding the metrics' sums and counts merges them.
+      return jax.tree.map(jnp.add, carry, (grads, metrics)), None
 
     (_, metric_shapes), grad_shapes = jax.eval_shape(
         grad_fn, params, jax.tree.map(lambda x: x[0], micro), rng)
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
                          (grad_shapes, metric_shapes))
     (grads, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(n), micro))
-    tokens = jnp.maximum(metrics['num_tokens'], 1.0)
-    loss_total = tokens if token_mean else 1.0
-    metrics = {
-        k: v if k.startswith('num_') else
-        v / (tokens if k == 'accuracy' else loss_total)
-        for k, v in metrics.items()}
-    grads = jax.tree.map(lambda g: g / loss_total, grads)
+    if token_mean:
+      tokens = jnp.maximum(metrics['loss'].count, 1.0)
+      grads = jax.tree.map(lambda g: g / tokens, grads)
     return grads, metrics
 
   def _train_step(self, state: TrainState, batch: Batch):
     rng = jax.random.fold_in(jax.random.fold_in(self._rng, 1), state.step)
     grads, metrics = self._loss_and_grads(state.params, batch, rng)
-    metrics = dict(metrics, learning_rate=self.schedule(state.step))
+    metrics = dict(metrics, learning_rate=clu_metrics.LastValue(
+        value=self.schedule(state.step)))
     return state.apply_gradients(grads, self.tx, self.trainable), metrics
 
   def compile_train_step(self, state: TrainState, batch: Batch):
@@ -243,10 +248,15 @@ class Trainer:
     with self.activate():
       return self._jit_train.lower(state, batch).compile()
 
-  def train_step(self, state: TrainState, batch: Batch):
-    """One update on a global batch; returns (new state, metric sums).
+  def train_step(self, state: TrainState, batch: Batch
+                 ) -> tuple[TrainState, Metrics]:
+    """One update on a global batch: the new state and the batch's metrics.
 
-    The input state is donated on accelerators: do not use it afterwards.
+    The metrics are the model's (`clu.metrics.Average`s of sums and token
+    counts, see `EncoderDecoderModel.loss_fn`) and the step's
+    `learning_rate` (a `clu.metrics.LastValue`); steps merge with
+    `merge_metrics`. The input state is donated on accelerators: do not use
+    it afterwards.
     """
     with self.activate():
       return self._jit_train(state, batch)
@@ -255,7 +265,8 @@ class Trainer:
     _, metrics = self.model.loss_fn(params, batch, None)
     return metrics
 
-  def eval_step(self, params, batch: Batch) -> dict[str, jax.Array]:
-    """Teacher-forced metric sums on a global batch, without dropout."""
+  def eval_step(self, params, batch: Batch) -> Metrics:
+    """Teacher-forced metrics of a global batch, without dropout (the
+    model's `clu.metrics.Average`s; batches merge with `merge_metrics`)."""
     with self.activate():
       return self._jit_eval(params, batch)
