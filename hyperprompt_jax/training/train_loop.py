@@ -113,6 +113,162 @@ def _due(step: int, period: Optional[int], total: int) -> bool:
   return step == total or bool(period) and step % period == 0
 
 
+class _Run:
+  """One run of `train`: set up, stepped through, finished.
+
+  Attributes:
+    trainer: the jitted steps.
+    batches: the training data, checkpointed with the state.
+    checkpointer: MODEL_DIR's checkpoints.
+    state: the latest `TrainState`.
+    writer, eval_writer: train and eval metric writers.
+  """
+
+  def __init__(self, model, train_dataset_cfg: data_lib.DatasetConfig,
+               model_dir: str, initial_checkpoint_path: Optional[str],
+               eval_dataset_cfg: Optional[data_lib.DatasetConfig],
+               eval_num_examples: Optional[int], optimizer,
+               schedule: optimizers.Schedule,
+               mesh_config: mesh_lib.MeshConfig,
+               trainer_config: trainer_lib.TrainerConfig,
+               checkpoint_config: checkpoints_lib.CheckpointConfig):
+    """Checks the settings, writes the run files and builds the trainer, the
+    data and the state: resumed from MODEL_DIR, else fresh (with an imported
+    backbone if given). Arguments as `train`'s."""
+    self._model_dir = model_dir
+    self._eval_dataset_cfg = eval_dataset_cfg
+    self._eval_num_examples = eval_num_examples
+    self._checkpoint_period = checkpoint_config.period
+    self._evaluator = None  # built at the first evaluation
+
+    tasks.get_mixture_or_task(train_dataset_cfg.mixture_or_task_name)
+    mesh = mesh_config.make_mesh()
+    _check_batch_size(train_dataset_cfg.batch_size, mesh)
+    _make_model_dir(model_dir)
+    _save_run_files(model_dir, train_dataset_cfg.mixture_or_task_name)
+
+    converter = model.feature_converter_cls(pack=train_dataset_cfg.pack)
+    lengths = converter.get_model_feature_lengths(
+        train_dataset_cfg.task_feature_lengths)
+    input_shapes = {k: (train_dataset_cfg.batch_size, n)
+                    for k, n in lengths.items()}
+    self.trainer = trainer_lib.Trainer(model, optimizer, schedule, mesh,
+                                       input_shapes, trainer_config)
+
+    hyperprompt = model.module.hyperprompt
+    conditioned = hyperprompt.variant != 'none'
+    self.batches = data_lib.BatchIterator(
+        data_lib.get_dataset(train_dataset_cfg, model.feature_converter_cls),
+        self.trainer.batch_sharding,
+        num_tasks=hyperprompt.num_tasks if conditioned else None,
+        one_task_per_row=hyperprompt.one_task_per_row)
+    iterator_checkpoint.check_saveable(self.batches.iterator)
+    self.checkpointer = checkpoints_lib.Checkpointer(model_dir,
+                                                     checkpoint_config)
+    self.state = self.checkpointer.restore_latest_readable(
+        self.trainer.abstract_state, self.batches)
+    if self.state is not None:
+      print(f'Resumed from step {int(self.state.step)} in '
+            f'{self.checkpointer.directory}')
+    else:
+      self.state = self.trainer.init_state()
+      if initial_checkpoint_path:
+        self.state = self.state.replace(
+            params=checkpoint_import.restore_pretrained(
+                self.state.params, initial_checkpoint_path))
+        print(f'Backbone restored from {initial_checkpoint_path}; '
+              'task-conditioning parameters start fresh')
+
+    self.writer = metric_writers.create_writer(model_dir, 'train')
+    self.eval_writer = metric_writers.create_writer(model_dir, 'eval')
+
+  def evaluate(self, step: int) -> evaluation.Results:
+    """Evaluates the current params and writes the per-task metrics."""
+    if self._evaluator is None:
+      cfg = self._eval_dataset_cfg
+      self._evaluator = evaluation.Evaluator(
+          self.trainer, cfg.mixture_or_task_name, cfg.task_feature_lengths,
+          cfg.split, cfg.batch_size, self._eval_num_examples)
+    results = self._evaluator.evaluate(self.state.params, step)
+    self.eval_writer.write_scalars(
+        step, {f'{task}/{k}': v for task, metrics in results.items()
+               for k, v in metrics.items()})
+    return results
+
+  def log(self, step: int, window: MetricWindow) -> None:
+    """Writes the window's summary; raises NonFiniteLossError on a NaN or
+    infinite loss (before anything of this step is saved)."""
+    summary = window.summary()
+    if not np.isfinite(summary['loss']):
+      raise NonFiniteLossError(
+          f"loss is {summary['loss']} by step {step}; stopped without "
+          f'saving (last checkpoint: step {self.checkpointer.latest_step()}): '
+          'lower the learning rate or check the data')
+    self.writer.write_scalars(step, summary)
+
+  def loop(self, total_steps: int, log_period: int,
+           eval_period: Optional[int]) -> None:
+    """Trains up to `total_steps`: logs, saves and evaluates when due.
+
+    Raises:
+      preemption.Preempted: after saving the step at which SIGTERM (or JAX's
+        preemption sync point) stopped the run.
+    """
+    bar = metric_writers.progress_bar(int(self.state.step), total_steps)
+    # Saves and evaluations fall between windows, so throughput counts
+    # training only.
+    window = MetricWindow()
+    with preemption.Watcher(self.checkpointer.reached_preemption) as watcher:
+      for step in range(int(self.state.step) + 1, total_steps + 1):
+        self.state, metrics = self.trainer.train_step(self.state,
+                                                      next(self.batches))
+        window.add(metrics)
+        if bar:
+          bar.update()
+        save_due = _due(step, self._checkpoint_period, total_steps)
+        eval_due = self._eval_dataset_cfg is not None and eval_period and (
+            step % eval_period == 0 and step != total_steps)
+        preempted = watcher.reached(step)
+        log_due = (_due(step, log_period, total_steps) or save_due or
+                   eval_due or preempted)
+        if log_due:
+          self.log(step, window)
+        if save_due or preempted:
+          self.checkpointer.save(self.state, self.batches,
+                                 force=step == total_steps or preempted)
+        if preempted:
+          self.checkpointer.wait_until_finished()
+          if bar:
+            bar.close()
+          raise preemption.Preempted(
+              f'Preempted at step {step}: saved '
+              f'{self.checkpointer.directory / str(step)}; run the same '
+              f'command again to resume (exit code {preemption.EXIT_CODE})')
+        if eval_due:
+          self.evaluate(step)
+        if log_due:
+          window = MetricWindow()
+    if bar:
+      bar.close()
+
+  def finish(self) -> evaluation.Results:
+    """Waits for the last save, then evaluates the final params (if there is
+    eval data) and writes MODEL_DIR/eval_results.json."""
+    self.checkpointer.wait_until_finished()
+    self.checkpointer.close()
+    self.writer.flush()
+    if self._eval_dataset_cfg is None:
+      return {}
+    step = int(self.state.step)
+    results = self.evaluate(step)
+    self.eval_writer.flush()
+    if jax.process_index() == 0:
+      path = evaluation.write_results(self._model_dir, step, results)
+      print(f'Per-task results at step {step} ({path}):')
+      print(evaluation.format_table(results))
+    return results
+
+
 def train(*,
           model,
           train_dataset_cfg: data_lib.DatasetConfig,
@@ -157,110 +313,8 @@ def train(*,
     preemption.Preempted: SIGTERM (or JAX's preemption sync point) stopped
       the run; the step it stopped at is saved.
   """
-  tasks.get_mixture_or_task(train_dataset_cfg.mixture_or_task_name)
-  mesh = mesh_config.make_mesh()
-  _check_batch_size(train_dataset_cfg.batch_size, mesh)
-  _make_model_dir(model_dir)
-  _save_run_files(model_dir, train_dataset_cfg.mixture_or_task_name)
-
-  converter = model.feature_converter_cls(pack=train_dataset_cfg.pack)
-  lengths = converter.get_model_feature_lengths(
-      train_dataset_cfg.task_feature_lengths)
-  input_shapes = {k: (train_dataset_cfg.batch_size, n) for k, n in lengths.items()}
-  trainer = trainer_lib.Trainer(model, optimizer, schedule, mesh, input_shapes,
-                                trainer_config)
-
-  hyperprompt = model.module.hyperprompt
-  conditioned = hyperprompt.variant != 'none'
-  batches = data_lib.BatchIterator(
-      data_lib.get_dataset(train_dataset_cfg, model.feature_converter_cls),
-      trainer.batch_sharding,
-      num_tasks=hyperprompt.num_tasks if conditioned else None,
-      one_task_per_row=hyperprompt.one_task_per_row)
-  iterator_checkpoint.check_saveable(batches.iterator)
-  checkpointer = checkpoints_lib.Checkpointer(model_dir, checkpoint_config)
-  state = checkpointer.restore_latest_readable(trainer.abstract_state, batches)
-  if state is not None:
-    print(f'Resumed from step {int(state.step)} in {checkpointer.directory}')
-  else:
-    state = trainer.init_state()
-    if initial_checkpoint_path:
-      state = state.replace(params=checkpoint_import.restore_pretrained(
-          state.params, initial_checkpoint_path))
-      print(f'Backbone restored from {initial_checkpoint_path}; '
-            'task-conditioning parameters start fresh')
-  start = int(state.step)
-
-  writer = metric_writers.create_writer(model_dir, 'train')
-  eval_writer = metric_writers.create_writer(model_dir, 'eval')
-  evaluator = None
-  results: evaluation.Results = {}
-
-  def run_eval(step):
-    nonlocal evaluator
-    if evaluator is None:
-      evaluator = evaluation.Evaluator(
-          trainer, eval_dataset_cfg.mixture_or_task_name,
-          eval_dataset_cfg.task_feature_lengths, eval_dataset_cfg.split,
-          eval_dataset_cfg.batch_size, eval_num_examples)
-    out = evaluator.evaluate(state.params, step)
-    eval_writer.write_scalars(step, {f'{task}/{k}': v for task, metrics in
-                                     out.items() for k, v in metrics.items()})
-    return out
-
-  bar = metric_writers.progress_bar(start, total_steps)
-  # Saves and evaluations fall between windows, so throughput counts
-  # training only.
-  window = MetricWindow()
-
-  def log(step):
-    summary = window.summary()
-    if not np.isfinite(summary['loss']):
-      raise NonFiniteLossError(
-          f"loss is {summary['loss']} by step {step}; stopped without "
-          f'saving (last checkpoint: step {checkpointer.latest_step()}): '
-          'lower the learning rate or check the data')
-    writer.write_scalars(step, summary)
-
-  with preemption.Watcher(checkpointer.reached_preemption) as watcher:
-    for step in range(start + 1, total_steps + 1):
-      state, metrics = trainer.train_step(state, next(batches))
-      window.add(metrics)
-      if bar:
-        bar.update()
-      save_due = _due(step, checkpoint_config.period, total_steps)
-      eval_due = eval_dataset_cfg is not None and eval_period and (
-          step % eval_period == 0 and step != total_steps)
-      preempted = watcher.reached(step)
-      log_due = (_due(step, log_period, total_steps) or save_due or
-                 eval_due or preempted)
-      if log_due:
-        log(step)
-      if save_due or preempted:
-        checkpointer.save(state, batches, force=step == total_steps or preempted)
-      if preempted:
-        checkpointer.wait_until_finished()
-        if bar:
-          bar.close()
-        raise preemption.Preempted(
-            f'Preempted at step {step}: saved {checkpointer.directory / str(step)}'
-            '; run the same command again to resume '
-            f'(exit code {preemption.EXIT_CODE})')
-      if eval_due:
-        run_eval(step)
-      if log_due:
-        window = MetricWindow()
-  if bar:
-    bar.close()
-  checkpointer.wait_until_finished()
-  checkpointer.close()
-  writer.flush()
-
-  if eval_dataset_cfg is not None:
-    results = run_eval(int(state.step))
-    eval_writer.flush()
-    if jax.process_index() == 0:
-      path = evaluation.write_results(model_dir, int(state.step), results)
-      print(f'Per-task results at step {int(state.step)} ({path}):')
-      print(evaluation.format_table(results))
-  return results
+  run = _Run(model, train_dataset_cfg, model_dir, initial_checkpoint_path,
+             eval_dataset_cfg, eval_num_examples, optimizer, schedule,
+             mesh_config, trainer_config, checkpoint_config)
+  run.loop(total_steps, log_period, eval_period)
+  return run.finish()
