@@ -16,6 +16,8 @@ import tensorflow as tf
 
 from hyperprompt_jax import infer
 from hyperprompt_jax.tools import compare
+from hyperprompt_jax.tools.compare import runs as runs_lib
+from hyperprompt_jax.tools.compare import sweep
 from tests import train_runs
 from tests import two_task_mixture
 
@@ -67,7 +69,7 @@ def comparison(tmp_path_factory):
   output_dir = tmp_path / 'out'
   in_process = types.SimpleNamespace(Popen=_TrainerInThisProcess,
                                      STDOUT=subprocess.STDOUT)
-  with mock.patch.object(compare, 'subprocess', in_process):
+  with mock.patch.object(runs_lib, 'subprocess', in_process):
     result = run_compare(tmp_path, output_dir)
   assert result.returncode == 0, result.stdout + result.stderr[-3000:]
   return tmp_path, output_dir, result
@@ -78,7 +80,7 @@ def run_names():
 
 
 def eval_results(output_dir, name):
-  with open(output_dir / name / compare.RESULTS_FILE) as f:
+  with open(output_dir / name / runs_lib.RESULTS_FILE) as f:
     return json.load(f)
 
 
@@ -90,7 +92,7 @@ def saved_param_count(output_dir, name) -> int:
 
 
 def test_settings_apply_each_ablation_only_where_it_changes_the_variant():
-  config = compare.CompareConfig(
+  config = sweep.CompareConfig(
       variants=('none', 'global', 'adapter', 'prompt_tuning'), seeds=1,
       tunes=('all', 'conditioning'), prompt_lengths=(4,),
       conditions=('both', 'encoder'))
@@ -100,16 +102,16 @@ def test_settings_apply_each_ablation_only_where_it_changes_the_variant():
       'global-frozen-l4', 'global-frozen-l4-encoder',
       'adapter', 'adapter-encoder', 'adapter-frozen', 'adapter-frozen-encoder',
       'prompt_tuning-l4', 'prompt_tuning-frozen-l4']
-  frozen = compare.Setting('global', 'conditioning', 4, 'encoder')
+  frozen = sweep.Setting('global', 'conditioning', 4, 'encoder')
   assert frozen.bindings() == ["TUNE = 'conditioning'", 'PROMPT_LENGTH = 4',
                                'CONDITION_DECODER = False']
-  assert compare.Setting('global').bindings() == []
+  assert sweep.Setting('global').bindings() == []
 
 
 def test_train_command_puts_the_variant_file_after_the_gin_files(tmp_path):
   config = compare.parse_args(compare_args(tmp_path, tmp_path / 'out'))
-  run = compare.Run(compare.Setting('share'), seed=1)
-  command = config.train_command(run)
+  run = sweep.Run(sweep.Setting('share'), seed=1)
+  command = runs_lib.train_command(config, run)
   assert command[1:3] == ['-m', 'hyperprompt_jax.train']
   files = [a for a in command if a.startswith('--gin_file=')]
   assert files == ['--gin_file=runs/synthetic_tiny_base.gin',
@@ -154,8 +156,8 @@ def test_step_time_is_the_median_of_windows_after_each_sessions_first(
       for step, seconds in enumerate(windows):
         tf.summary.scalar('step_time_seconds', seconds, step=step)
     writer.close()
-  assert compare.step_time_seconds(str(tmp_path)) == pytest.approx(0.2)
-  assert compare.step_time_seconds(str(tmp_path / 'none')) is None
+  assert runs_lib.step_time_seconds(str(tmp_path)) == pytest.approx(0.2)
+  assert runs_lib.step_time_seconds(str(tmp_path / 'none')) is None
 
 
 def test_outputs_hold_every_run_and_their_mean_and_std(comparison):
@@ -198,7 +200,7 @@ def test_outputs_hold_every_run_and_their_mean_and_std(comparison):
   png = (output_dir / 'comparison.png').read_bytes()
   assert png.startswith(b'\x89PNG') and len(png) > 10_000
   for name in run_names():
-    assert (output_dir / name / compare.LOG_FILE).read_text().startswith(
+    assert (output_dir / name / runs_lib.LOG_FILE).read_text().startswith(
         f'$ {sys.executable} -m hyperprompt_jax.train ')
 
 
@@ -208,9 +210,9 @@ def test_rerun_keeps_finished_runs_and_completes_the_unfinished_one(
   unfinished = output_dir / 'share-seed1'
   # As if stopped after step 2: no step-3 checkpoint, no results.
   shutil.rmtree(unfinished / 'checkpoints' / str(STEPS))
-  os.remove(unfinished / compare.RESULTS_FILE)
+  os.remove(unfinished / runs_lib.RESULTS_FILE)
   finished = [n for n in run_names() if n != 'share-seed1']
-  before = {n: os.stat(output_dir / n / compare.RESULTS_FILE).st_mtime_ns
+  before = {n: os.stat(output_dir / n / runs_lib.RESULTS_FILE).st_mtime_ns
             for n in finished}
   checkpoints = {n: sorted(os.listdir(output_dir / n / 'checkpoints'))
                  for n in finished}
@@ -219,10 +221,10 @@ def test_rerun_keeps_finished_runs_and_completes_the_unfinished_one(
   assert result.returncode == 0, result.stdout + result.stderr[-3000:]
   for name in finished:
     assert f'{name}: finished at step {STEPS}, not retrained' in result.stdout
-    assert os.stat(output_dir / name / compare.RESULTS_FILE
+    assert os.stat(output_dir / name / runs_lib.RESULTS_FILE
                    ).st_mtime_ns == before[name]
     assert sorted(os.listdir(output_dir / name / 'checkpoints')
                   ) == checkpoints[name]
   assert 'share-seed1: training to step 3' in result.stdout
-  assert 'Resumed from step 2' in (unfinished / compare.LOG_FILE).read_text()
+  assert 'Resumed from step 2' in (unfinished / runs_lib.LOG_FILE).read_text()
   assert eval_results(output_dir, 'share-seed1')['step'] == STEPS
