@@ -5,24 +5,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import seqio
 
-from hyperprompt_jax.model import encoder_decoder as model_lib
 from hyperprompt_jax.model import network
 import tiny_models as tm
 
-
-def _model(variant, dtype):
-  module = network.Transformer(tm.t5_config(dtype=dtype), tm.hp_config(variant))
-  vocab = seqio.PassThroughVocabulary(tm.VOCAB, eos_id=1)
-  return model_lib.EncoderDecoderModel(module, vocab, vocab,
-                                       feature_converter_cls=object)
 
 
 @pytest.mark.parametrize('variant', tm.VARIANTS)
 def test_bf16_forward_and_gradients_follow_float32(variant):
   batch = {k: jnp.asarray(v) for k, v in tm.unpacked_batch().items()}
-  f32, bf16 = _model(variant, jnp.float32), _model(variant, jnp.bfloat16)
+  f32, bf16 = tm.model(variant, dtype=jnp.float32), tm.model(variant, dtype=jnp.bfloat16)
   params = tm.init_params(f32.module, batch)  # float32 params for both.
 
   @jax.jit

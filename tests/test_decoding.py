@@ -7,20 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import seqio
 
 from hyperprompt_jax.conditioning import adapter
 from hyperprompt_jax.model import decoding
-from hyperprompt_jax.model import encoder_decoder as model_lib
 import tiny_models as tm
 
 MAX_LEN = 6
 
-
-def _model(variant):
-  vocab = seqio.PassThroughVocabulary(tm.VOCAB, eos_id=1)
-  return model_lib.EncoderDecoderModel(tm.transformer(variant), vocab, vocab,
-                                       feature_converter_cls=object)
 
 
 def _batch(task_ids=(0, 2)):
@@ -63,7 +56,7 @@ def _greedy_by_full_passes(model, params, batch):
 @pytest.mark.parametrize('variant', tm.VARIANTS)
 def test_cached_decoding_logits_equal_the_full_pass(variant):
   """Teacher-forced cached steps reproduce every full-pass logit."""
-  model = _model(variant)
+  model = tm.model(variant)
   batch = {k: jnp.asarray(v) for k, v in
            tm.unpacked_batch(task_ids=(0, 2), dec_len=4).items()}
   params = tm.init_params(model.module, batch)
@@ -99,7 +92,7 @@ def test_cached_decoding_logits_equal_the_full_pass(variant):
 def test_cached_greedy_equals_full_forward_argmax(variant):
   """predict_batch's decoding loop end to end (the cache itself is checked
   logit by logit above, for every variant)."""
-  model = _model(variant)
+  model = tm.model(variant)
   batch = _batch()
   params = tm.init_params(model.module, batch)
   cached = _predict(model, params, batch)
@@ -116,7 +109,7 @@ def _poison_hyperprompt(params):
 
 
 def test_decoder_prompts_are_computed_once_per_sequence():
-  model = _model('global')
+  model = tm.model('global')
   batch = _batch()
   params = tm.init_params(model.module, batch)
   encoded, cache = jax.jit(functools.partial(
@@ -145,7 +138,7 @@ def _log_likelihood(model, params, batch, tokens):
 @pytest.mark.parametrize('variant', ['global', 'prompt_tuning', 'hyperformer'])
 def test_beam_scores_are_the_full_pass_likelihood_of_the_beams(variant):
   """Beam reordering of the cache (prompts included) keeps every beam exact."""
-  model = _model(variant)
+  model = tm.model(variant)
   batch = _batch()
   params = tm.init_params(model.module, batch)
   tokens, scores = _predict(model, params, batch, decoder='beam',
@@ -156,7 +149,7 @@ def test_beam_scores_are_the_full_pass_likelihood_of_the_beams(variant):
 
 
 def test_beam_search_scores_at_least_greedy():
-  model = _model('sep')
+  model = tm.model('sep')
   batch = _batch()
   params = tm.init_params(model.module, batch)
   _, greedy_score = _predict(model, params, batch, return_scores=True)
@@ -167,7 +160,7 @@ def test_beam_search_scores_at_least_greedy():
 
 
 def test_sampling_is_reproducible_and_low_temperature_is_greedy():
-  model = _model('direct')
+  model = tm.model('direct')
   batch = _batch()
   params = tm.init_params(model.module, batch)
   rng = jax.random.PRNGKey(3)
@@ -190,7 +183,7 @@ def test_brevity_penalty_and_beam_expansion():
 
 
 def test_unknown_decoder_is_rejected():
-  model = _model('none')
+  model = tm.model('none')
   batch = _batch()
   params = tm.init_params(model.module, batch)
   with pytest.raises(ValueError, match='Unknown decoder'):

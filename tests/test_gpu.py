@@ -5,18 +5,14 @@ import functools
 import jax
 import numpy as np
 import pytest
-import seqio
 
-from hyperprompt_jax.model import encoder_decoder as model_lib
 import tiny_models as tm
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize('variant', ['global', 'prompt_tuning'])
 def test_gpu_matches_cpu_on_loss_steps_and_decoding(variant):
-  vocab = seqio.PassThroughVocabulary(tm.VOCAB, eos_id=1)
-  model = model_lib.EncoderDecoderModel(tm.transformer(variant), vocab, vocab,
-                                        feature_converter_cls=object)
+  model = tm.model(variant)
   batch = tm.unpacked_batch()
 
   def run(device):

@@ -22,7 +22,7 @@ from hyperprompt_jax.tools import plan
 from hyperprompt_jax.training import optimizers
 from hyperprompt_jax.training import trainer as trainer_lib
 
-import test_trainer
+import tiny_models as tm
 
 # make train's run, one layer per stack, on short rows.
 TINY_RUN = ['--gin_file=runs/synthetic_global_tiny.gin',
@@ -168,9 +168,9 @@ _ADAFACTOR = optimizers.Adafactor(min_dim_size_to_factor=8)
 
 
 def make_trainer(mesh, parameter_partitioning_dims):
-  shapes = {k: v.shape for k, v in test_trainer.random_batch(0).items()}
+  shapes = {k: v.shape for k, v in tm.train_batch(0).items()}
   return trainer_lib.Trainer(
-      test_trainer.tiny_model('share'), _ADAFACTOR,
+      tm.model('share', **tm.SHARDABLE), _ADAFACTOR,
       optimizers.Schedule(base_learning_rate=1e-2), mesh, shapes,
       trainer_lib.TrainerConfig(),
       partitioning.logical_axis_rules(
@@ -182,7 +182,7 @@ def train_from(trainer, state, steps):
   state = jax.device_put(state, trainer.state_shardings)
   losses = []
   for i in range(steps):
-    batch = pipeline.to_global(test_trainer.random_batch(i), trainer.batch_sharding)
+    batch = pipeline.to_global(tm.train_batch(i), trainer.batch_sharding)
     state, metrics = trainer.train_step(state, batch)
     losses.append(float(metrics['loss'].compute()))
   return state, losses

@@ -9,13 +9,11 @@ from jax import ad_checkpoint
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import seqio
 
 from hyperprompt_jax.checkpointing import checkpoint_import
 from hyperprompt_jax.checkpointing import scan_conversion
 from hyperprompt_jax import export_hf
 from hyperprompt_jax.layers import dense
-from hyperprompt_jax.model import encoder_decoder as model_lib
 from hyperprompt_jax.model import network
 from hf_t5_files import hf_t5_tensors
 from hf_t5_files import write_safetensors
@@ -175,9 +173,7 @@ def test_unknown_remat_policy_names_the_allowed_ones():
 def test_scanned_cached_decoding_equals_unscanned(variant, decoders):
   """Decodes and their scores, of the same weights: the scanned cache holds
   the layers' keys, values and prompts, and beam search reorders it."""
-  vocab = seqio.PassThroughVocabulary(tm.VOCAB, eos_id=1)
-  models = [model_lib.EncoderDecoderModel(
-      _module(variant, **settings), vocab, vocab, feature_converter_cls=object)
+  models = [tm.model(module=_module(variant, **settings))
             for settings in ({}, dict(scan_layers=True))]
   batch = {k: jnp.asarray(v) for k, v in
            tm.unpacked_batch(task_ids=(0, 2), dec_len=6).items()}

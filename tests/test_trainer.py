@@ -10,53 +10,19 @@ import time
 import jax
 import numpy as np
 import pytest
-import seqio
 
-from hyperprompt_jax.conditioning import hyperprompt_config
 from hyperprompt_jax.data import pipeline
-from hyperprompt_jax.model import encoder_decoder as model_lib
-from hyperprompt_jax.model import network
 from hyperprompt_jax.sharding import mesh as mesh_lib
 from hyperprompt_jax.sharding import partitioning
 from hyperprompt_jax.training import optimizers
 from hyperprompt_jax.training import train_loop
 from hyperprompt_jax.training import trainer as trainer_lib
-
-NUM_TASKS = 3
-
-
-def tiny_model(variant='share'):
-  config = network.T5Config(
-      vocab_size=64, emb_dim=16, num_heads=4, num_encoder_layers=1,
-      num_decoder_layers=1, head_dim=4, mlp_dim=32,
-      mlp_activations=('gelu', 'linear'), dropout_rate=0.0)
-  hp = hyperprompt_config.HyperPromptConfig(
-      variant=variant, num_tasks=NUM_TASKS, prompt_length=2, bottleneck_dim=4,
-      task_embed_dim=4, task_mlp_dim=8)
-  vocab = seqio.PassThroughVocabulary(64)
-  return model_lib.EncoderDecoderModel(network.Transformer(config, hp), vocab,
-                                       vocab)
-
-
-def random_batch(seed, batch=8, length=6):
-  rng = np.random.RandomState(seed)
-  targets = rng.randint(2, 64, (batch, length)).astype(np.int32)
-  targets[:, -rng.randint(1, 3):] = 0  # some padding
-  task = np.repeat(rng.randint(0, NUM_TASKS, (batch, 1)), length, 1)
-  return {
-      'encoder_input_tokens': rng.randint(2, 64, (batch, length)).astype(np.int32),
-      'decoder_target_tokens': targets,
-      'decoder_input_tokens': np.pad(targets[:, :-1], ((0, 0), (1, 0))),
-      'decoder_loss_weights': (targets > 0).astype(np.float32),
-      'encoder_task_ids': task.astype(np.int32),
-      'decoder_task_ids': task.astype(np.int32),
-  }
-
+import tiny_models as tm
 
 def make_trainer(mesh_config=mesh_lib.MeshConfig(), **config):
-  shapes = {k: v.shape for k, v in random_batch(0).items()}
+  shapes = {k: v.shape for k, v in tm.train_batch(0).items()}
   return trainer_lib.Trainer(
-      tiny_model(), optimizers.Adafactor(),
+      tm.model('share', **tm.SHARDABLE), optimizers.Adafactor(),
       optimizers.Schedule(base_learning_rate=1e-2), mesh_config.make_mesh(),
       shapes, trainer_lib.TrainerConfig(**config))
 
@@ -66,7 +32,7 @@ def run_steps(trainer, steps):
   losses = []
   for i in range(steps):
     state, metrics = trainer.train_step(
-        state, pipeline.to_global(random_batch(i), trainer.batch_sharding))
+        state, pipeline.to_global(tm.train_batch(i), trainer.batch_sharding))
     losses.append(float(metrics['loss'].compute()))
   return state, losses
 
@@ -89,9 +55,9 @@ def test_frozen_backbone_is_bit_identical_and_prompts_train():
 
 
 def test_frozen_mode_rejects_a_model_without_conditioning():
-  shapes = {k: v.shape for k, v in random_batch(0).items()}
+  shapes = {k: v.shape for k, v in tm.train_batch(0).items()}
   with pytest.raises(ValueError, match='no task-conditioning'):
-    trainer_lib.Trainer(tiny_model('none'), optimizers.AdamW(),
+    trainer_lib.Trainer(tm.model('none', **tm.SHARDABLE), optimizers.AdamW(),
                         optimizers.Schedule(), mesh_lib.MeshConfig().make_mesh(),
                         shapes, trainer_lib.TrainerConfig(tune='conditioning'))
 
@@ -135,9 +101,9 @@ def test_eight_devices_on_2x4_mesh_match_one_device():
 def test_logged_throughput_counts_completed_steps():
   # Steps are dispatched asynchronously: the logged time must end when the
   # steps have completed, so it agrees with the wall time of the same steps.
-  host_batch = random_batch(0, batch=64, length=48)
+  host_batch = tm.train_batch(0, batch=64, length=48)
   trainer = trainer_lib.Trainer(
-      tiny_model(), optimizers.Adafactor(), optimizers.Schedule(),
+      tm.model('share', **tm.SHARDABLE), optimizers.Adafactor(), optimizers.Schedule(),
       mesh_lib.MeshConfig().make_mesh(),
       {k: v.shape for k, v in host_batch.items()})
   batch = pipeline.to_global(host_batch, trainer.batch_sharding)

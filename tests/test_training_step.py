@@ -6,19 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import seqio
 
-from hyperprompt_jax.model import encoder_decoder as model_lib
 from hyperprompt_jax.model import losses
 from hyperprompt_jax.sharding import mesh
 from hyperprompt_jax.sharding import partitioning
 import tiny_models as tm
 
-
-def _model(variant):
-  vocab = seqio.PassThroughVocabulary(tm.VOCAB, eos_id=1)
-  return model_lib.EncoderDecoderModel(tm.transformer(variant), vocab, vocab,
-                                       feature_converter_cls=object)
 
 
 @pytest.mark.parametrize('variant', tm.CONDITIONED_VARIANTS)
@@ -27,7 +20,7 @@ def test_gradients_reach_every_layer_and_only_the_batchs_tasks(variant):
   position) axis gets a gradient, and along 'tasks' exactly the batch's
   tasks (0 and 1 of 3) do. Catches a layer given another layer's prompts or
   adapters (its own slice unused), and rows routed to another task's."""
-  model = _model(variant)
+  model = tm.model(variant)
   batch = {k: jnp.asarray(v) for k, v in tm.unpacked_batch().items()}
   params = tm.init_params(model.module, batch)
   grads = jax.jit(jax.grad(lambda p: model.loss_fn(p, batch)[0]))(params)
@@ -52,7 +45,7 @@ def test_gradients_reach_every_layer_and_only_the_batchs_tasks(variant):
 
 @pytest.mark.parametrize('variant', ['global', 'none'])
 def test_a_few_adam_steps_reduce_the_loss(variant):
-  model = _model(variant)
+  model = tm.model(variant)
   batch = {k: jnp.asarray(v) for k, v in tm.unpacked_batch().items()}
   params = tm.init_params(model.module, batch)
   params, losses = tm.adam_steps(model, params, batch, 8)
@@ -117,7 +110,7 @@ def test_loss_and_metrics_match_a_numpy_reference(smoothing, z_coef,
   not count argmax hits over weighted real tokens, and metrics that are not
   per-token sums over the token weight (whatever the normaliser).
   """
-  model = _model('none')
+  model = tm.model('none')
   model.label_smoothing, model.z_loss = smoothing, z_coef
   model.loss_normalizing_factor = normalizer
   batch = tm.unpacked_batch()
@@ -158,7 +151,7 @@ def test_scores_are_the_targets_log_likelihood():
   """`score_batch` is each row's summed log softmax of its real targets,
   computed in NumPy; catches scores that include the training loss's label
   smoothing or z-loss, count padding, or flip the sign."""
-  model = _model('none')
+  model = tm.model('none')
   model.label_smoothing, model.z_loss = 0.1, 1e-2  # never part of a score
   batch = tm.unpacked_batch()
   params = tm.init_params(model.module, batch)

@@ -6,8 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import seqio
 
 from hyperprompt_jax.conditioning import hyperprompt_config
+from hyperprompt_jax.model import encoder_decoder
 from hyperprompt_jax.model import network
 
 VOCAB = 32
@@ -35,8 +37,27 @@ def hp_config(variant: str, **overrides):
   return hyperprompt_config.HyperPromptConfig(**kwargs)
 
 
-def transformer(variant: str, **hp_overrides) -> network.Transformer:
-  return network.Transformer(t5_config(), hp_config(variant, **hp_overrides))
+def transformer(variant: str, t5_overrides=None,
+                **hp_overrides) -> network.Transformer:
+  return network.Transformer(t5_config(**(t5_overrides or {})),
+                             hp_config(variant, **hp_overrides))
+
+
+def model(variant: str = 'share', module=None, **t5_overrides
+          ) -> encoder_decoder.EncoderDecoderModel:
+  """The encoder-decoder model around `module` (default: the tiny network of
+  `variant`, with `t5_overrides`), on a byte-free vocabulary of ids whose EOS
+  is 1; batches come ready-made (no feature converter)."""
+  module = module or transformer(variant, t5_overrides)
+  vocab = seqio.PassThroughVocabulary(module.config.vocab_size, eos_id=1)
+  return encoder_decoder.EncoderDecoderModel(module, vocab, vocab,
+                                             feature_converter_cls=object)
+
+
+# Sizes whose heads and widths split over a `model` mesh axis of 2 or 4 (the
+# trainer's sharding tests).
+SHARDABLE = dict(vocab_size=64, num_heads=4, head_dim=4, mlp_dim=32,
+                 num_encoder_layers=1, num_decoder_layers=1)
 
 
 def random_tokens(seed: int, shape) -> np.ndarray:
@@ -59,6 +80,24 @@ def unpacked_batch(seed: int = 0, batch=2, enc_len=7, dec_len=5, task_ids=(0, 1)
       'decoder_target_tokens': targets,
       'encoder_task_ids': np.broadcast_to(tasks, inputs.shape).copy(),
       'decoder_task_ids': np.broadcast_to(tasks, targets.shape).copy(),
+  }
+
+
+def train_batch(seed: int, batch=8, length=6, vocab=64):
+  """A trainer's batch: random rows with some padding, a task per row
+  broadcast to its tokens, and loss weights."""
+  rng = np.random.RandomState(seed)
+  targets = rng.randint(2, vocab, (batch, length)).astype(np.int32)
+  targets[:, -rng.randint(1, 3):] = 0  # some padding
+  task = np.repeat(rng.randint(0, NUM_TASKS, (batch, 1)), length, 1)
+  return {
+      'encoder_input_tokens': rng.randint(2, vocab, (batch, length)).astype(
+          np.int32),
+      'decoder_target_tokens': targets,
+      'decoder_input_tokens': np.pad(targets[:, :-1], ((0, 0), (1, 0))),
+      'decoder_loss_weights': (targets > 0).astype(np.float32),
+      'encoder_task_ids': task.astype(np.int32),
+      'decoder_task_ids': task.astype(np.int32),
   }
 
 
