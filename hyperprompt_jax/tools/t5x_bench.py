@@ -43,8 +43,9 @@ import numpy as np
 from hyperprompt_jax.conditioning import hyperprompt_config
 from hyperprompt_jax.data import pipeline
 from hyperprompt_jax import gin_utils
+from hyperprompt_jax import tables
 from hyperprompt_jax.tools import bench
-from hyperprompt_jax.tools import compare
+from hyperprompt_jax.tools.compare import runs as compare_runs
 
 T5X_MISSING = ('t5x is not installed, so there is nothing to compare with: '
                'run `make t5x` first')
@@ -159,7 +160,7 @@ def _ours_steps_per_second(variant: str, steps: int, log_period: int,
         f"--gin.MODEL_DIR='{model_dir}'", f'--gin.TRAIN_STEPS={steps}',
         f'--gin.LOG_PERIOD={log_period}',
         f'--gin.CHECKPOINT_PERIOD={steps}', '--gin.EVAL_NUM_EXAMPLES=64'])
-  step_seconds = compare.step_time_seconds(model_dir)
+  step_seconds = compare_runs.step_time_seconds(model_dir)
   return _check_windows(step_seconds and 1 / step_seconds, steps, log_period)
 
 
@@ -180,7 +181,7 @@ def _t5x_steps_per_second(variant: str, steps: int, log_period: int,
         '--gin_file=t5x/runs/synthetic_tiny.gin', f'--gin_file={periods}',
         f"--gin.MODEL_DIR='{model_dir}'", f'--gin.TRAIN_STEPS={steps}',
         '--gin.BATCH_SIZE=32'])
-  rates = compare.logged_windows(model_dir, 'timing/steps_per_second')
+  rates = compare_runs.logged_windows(model_dir, 'timing/steps_per_second')
   return _check_windows(rates and float(np.median(rates)), steps, log_period)
 
 
@@ -205,20 +206,22 @@ def whole_runs(variant: str, steps: int, log_period: int,
   return WholeRuns(variant, steps, tuple(ours), tuple(t5x))
 
 
+_COLUMNS = (tables.Column('variant', 13, '<'), tables.Column('rows', 9, '<'),
+            tables.Column('ours ms', 9), tables.Column('t5x ms', 8),
+            tables.Column('t5x/ours', 9), tables.Column('GFLOP ours', 11),
+            tables.Column('GFLOP t5x', 10))
+
+
 def format_table(results: Sequence[SideBySide]) -> str:
-  lines = [f"{'variant':<14}{'rows':<10}{'ours ms':>9}{'t5x ms':>9}"
-           f"{'t5x/ours':>10}{'GFLOP ours':>12}{'GFLOP t5x':>11}"]
-  for r in results:
-    lines.append(f'{r.variant:<14}{r.rows:<10}{r.ours_seconds * 1e3:>9.2f}'
-                 f'{r.t5x_seconds * 1e3:>9.2f}{r.speedup:>9.2f}x'
-                 f'{r.flops_ours / 1e9:>12.3f}{r.flops_t5x / 1e9:>11.3f}')
-  return '\n'.join(lines)
+  return tables.text_table(_COLUMNS, [
+      [r.variant, r.rows, f'{r.ours_seconds * 1e3:.2f}',
+       f'{r.t5x_seconds * 1e3:.2f}', f'{r.speedup:.2f}x',
+       f'{r.flops_ours / 1e9:.3f}', f'{r.flops_t5x / 1e9:.3f}']
+      for r in results])
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m hyperprompt_jax.t5x_bench', description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = gin_utils.command_parser('t5x_bench', __doc__)
   bench.add_shape_flags(parser)
   parser.add_argument('--variants', default='none,global',
                       help='comma-separated variants')

@@ -19,6 +19,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from hyperprompt_jax import tables
 from hyperprompt_jax.sharding import mesh as mesh_lib
 from hyperprompt_jax.training import trainer as trainer_lib
 
@@ -134,12 +135,11 @@ def format_table(results: Results) -> str:
   """A fixed-width table: one row per task, one column per metric."""
   columns = sorted({m for metrics in results.values() for m in metrics})
   width = max([len('task')] + [len(t) for t in results])
-  lines = ['  '.join([f"{'task':<{width}}"] + [f'{c:>14}' for c in columns])]
-  for task, metrics in sorted(results.items()):
-    cells = [f'{metrics[c]:>14.4f}' if c in metrics else f"{'-':>14}"
-             for c in columns]
-    lines.append('  '.join([f'{task:<{width}}'] + cells))
-  return '\n'.join(lines)
+  return tables.text_table(
+      [tables.Column('task', width, '<'),
+       *[tables.Column(c, 14) for c in columns]],
+      [[task, *[f'{metrics[c]:.4f}' if c in metrics else '-' for c in columns]]
+       for task, metrics in sorted(results.items())], sep='  ')
 
 
 def write_results(model_dir: str, step: int, results: Results) -> str:
