@@ -1,6 +1,7 @@
 """Tiny networks and batches shared by the model tests."""
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -60,6 +61,12 @@ SHARDABLE = dict(vocab_size=64, num_heads=4, head_dim=4, mlp_dim=32,
                  num_encoder_layers=1, num_decoder_layers=1)
 
 
+def script_path(test_file: str) -> list[str]:
+  """`sys.path` entries for a subprocess that imports the module of
+  `test_file` and these helpers (the tests' root)."""
+  return [os.path.dirname(test_file), os.path.dirname(__file__)]
+
+
 def random_tokens(seed: int, shape) -> np.ndarray:
   return np.random.RandomState(seed).randint(2, VOCAB, size=shape).astype(
       np.int32)
@@ -99,6 +106,28 @@ def train_batch(seed: int, batch=8, length=6, vocab=64):
       'encoder_task_ids': task.astype(np.int32),
       'decoder_task_ids': task.astype(np.int32),
   }
+
+
+def packed_batch(batch):
+  """Packs the two rows of `unpacked_batch()` into one row, with segment ids."""
+  def cat(name, fill=None):
+    rows = []
+    for r in range(2):
+      stack = name.split('_')[0]
+      reference = 'decoder_target_tokens' if stack == 'decoder' else (
+          'encoder_input_tokens')
+      valid = batch[reference][r] > 0
+      values = batch[name][r][valid] if fill is None else np.full(
+          valid.sum(), fill(r))
+      rows.append(values)
+    return np.concatenate(rows)[None].astype(np.int32)
+  packed = {
+      name: cat(name) for name in (
+          'encoder_input_tokens', 'decoder_input_tokens',
+          'decoder_target_tokens', 'encoder_task_ids', 'decoder_task_ids')}
+  packed['encoder_segment_ids'] = cat('encoder_input_tokens', lambda r: r + 1)
+  packed['decoder_segment_ids'] = cat('decoder_target_tokens', lambda r: r + 1)
+  return packed
 
 
 def _features(batch):

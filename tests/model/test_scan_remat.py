@@ -18,7 +18,6 @@ from hyperprompt_jax.model import network
 from hf_t5_files import hf_t5_tensors
 from hf_t5_files import write_safetensors
 import tiny_models as tm
-from test_network import _pack
 
 # Scanned layers checked against the plain network, with each remat policy in
 # turn (the variants alternate, which keeps one compile per variant).
@@ -41,7 +40,7 @@ def _module(variant, **settings):
 
 def _batch(packed=False):
   batch = tm.unpacked_batch(task_ids=(2, 0))
-  return {k: jnp.asarray(v) for k, v in (_pack(batch) if packed
+  return {k: jnp.asarray(v) for k, v in (tm.packed_batch(batch) if packed
                                          else batch).items()}
 
 

@@ -111,28 +111,6 @@ def test_stack_switches_limit_conditioning(stack):
   assert 'hyperprompt' not in params[other_stack]
 
 
-def _pack(batch):
-  """Packs the two rows of an unpacked batch into one row."""
-  def cat(name, fill=None):
-    rows = []
-    for r in range(2):
-      stack = name.split('_')[0]
-      reference = 'decoder_target_tokens' if stack == 'decoder' else (
-          'encoder_input_tokens')
-      valid = batch[reference][r] > 0
-      values = batch[name][r][valid] if fill is None else np.full(
-          valid.sum(), fill(r))
-      rows.append(values)
-    return np.concatenate(rows)[None].astype(np.int32)
-  packed = {
-      name: cat(name) for name in (
-          'encoder_input_tokens', 'decoder_input_tokens',
-          'decoder_target_tokens', 'encoder_task_ids', 'decoder_task_ids')}
-  packed['encoder_segment_ids'] = cat('encoder_input_tokens', lambda r: r + 1)
-  packed['decoder_segment_ids'] = cat('decoder_target_tokens', lambda r: r + 1)
-  return packed
-
-
 def _example_losses(logits, targets, segments):
   token_loss, _ = losses.per_token_cross_entropy(logits, targets)
   token_loss = np.asarray(token_loss) * (targets > 0)
@@ -150,7 +128,7 @@ def test_packed_and_unpacked_losses_match(variant):
   unpacked_losses = _example_losses(
       unpacked, batch['decoder_target_tokens'],
       np.array([[1] * 5, [2] * 5]))
-  packed = _pack(batch)
+  packed = tm.packed_batch(batch)
   packed_logits = tm.apply(module, params, packed)
   packed_losses = _example_losses(packed_logits, packed['decoder_target_tokens'],
                                   packed['decoder_segment_ids'])
@@ -167,7 +145,7 @@ def test_rows_of_one_task_are_routed_by_row_with_equal_outputs(variant):
   batch = tm.unpacked_batch(task_ids=(2, 2))
   batch['decoder_input_tokens'][:, 0] = 0
   params = tm.init_params(by_token, batch)
-  packed = {k: np.concatenate([v, v]) for k, v in _pack(batch).items()}
+  packed = {k: np.concatenate([v, v]) for k, v in tm.packed_batch(batch).items()}
   packed['encoder_task_ids'][1] = packed['decoder_task_ids'][1] = 1
   np.testing.assert_allclose(tm.apply(by_row, params, packed),
                              tm.apply(by_token, params, packed),
@@ -198,7 +176,7 @@ def test_row_task_ids_are_rejected_where_packed_rows_mix_tasks():
   module = tm.transformer('global')
   batch = tm.unpacked_batch(task_ids=(2, 0))
   params = tm.init_params(module, batch)
-  packed = dict(_pack(batch), encoder_task_ids=np.array([2]),
+  packed = dict(tm.packed_batch(batch), encoder_task_ids=np.array([2]),
                 decoder_task_ids=np.array([2]))
   with pytest.raises(ValueError, match=r'must be \[batch, length\]'):
     tm.apply(module, params, packed)
@@ -212,7 +190,7 @@ def test_packed_segments_see_nothing_of_each_other(variant):
   module = tm.transformer(variant)
   batch = tm.unpacked_batch(task_ids=(2, 0))
   params = tm.init_params(module, batch)
-  packed = _pack(batch)
+  packed = tm.packed_batch(batch)
   first = packed['decoder_segment_ids'][0] == 1
   second_enc = packed['encoder_segment_ids'][0] == 2
 
@@ -250,7 +228,7 @@ def test_decoder_is_causal_with_prompts(variant, pack):
   batch['decoder_input_tokens'][:, 0] = 0
   params = tm.init_params(module, batch)
   if pack:
-    batch = _pack(batch)
+    batch = tm.packed_batch(batch)
   logits = tm.apply(module, params, batch)
   changed = {k: v.copy() for k, v in batch.items()}
   changed['decoder_input_tokens'][:, 3:] = (
@@ -275,7 +253,7 @@ def test_prompt_tuning_rejects_packed_inputs():
   batch = tm.unpacked_batch()
   params = tm.init_params(module, batch)
   with pytest.raises(ValueError, match='pack=False'):
-    tm.apply(module, params, _pack(batch))
+    tm.apply(module, params, tm.packed_batch(batch))
 
 
 def test_missing_task_ids_give_a_clear_error():

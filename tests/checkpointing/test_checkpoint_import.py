@@ -291,7 +291,7 @@ def sharded_restore_reads_only_device_shards(directory):
 
 _TWO_DEVICES = textwrap.dedent("""
     import sys
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = {tests!r}
     import test_checkpoint_import as t
     t.sharded_restore_reads_only_device_shards({directory!r})
 """)
@@ -303,6 +303,6 @@ def test_sharded_restore_reads_only_each_devices_part(tmp_path):
              JAX_PLATFORMS='cpu')
   result = subprocess.run(
       [sys.executable, '-c', _TWO_DEVICES.format(
-          tests=os.path.dirname(__file__), directory=str(tmp_path))],
+          tests=tiny_models.script_path(__file__), directory=str(tmp_path))],
       env=env, capture_output=True, text=True)
   assert result.returncode == 0, result.stderr[-3000:]

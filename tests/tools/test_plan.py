@@ -191,7 +191,7 @@ def train_from(trainer, state, steps):
 # Both runs in one process of 8 host devices, from the same initial state.
 _TWO_D_SCRIPT = textwrap.dedent("""
     import json, sys
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = {tests!r}
     import jax
     import numpy as np
     from hyperprompt_jax.sharding import mesh as mesh_lib
@@ -221,7 +221,7 @@ _TWO_D_SCRIPT = textwrap.dedent("""
 def test_two_d_parameter_sharding_on_eight_devices_matches_one_device():
   env = dict(os.environ, XLA_FLAGS=os.environ.get('XLA_FLAGS', '') +
              ' --xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
-  script = _TWO_D_SCRIPT.format(tests=os.path.dirname(__file__))
+  script = _TWO_D_SCRIPT.format(tests=tm.script_path(__file__))
   out = subprocess.run([sys.executable, '-c', script], env=env, check=True,
                        capture_output=True, text=True).stdout
   result = json.loads(out.strip().splitlines()[-1])

@@ -153,7 +153,7 @@ def test_prefixed_mixture_keeps_ids_sizes_and_metrics(gin_scope):
 def test_longest_prefixed_input_fits_the_synthetic_runs(gin_scope):
   """No prefixed input is truncated at the runs' TASK_FEATURE_LENGTHS."""
   del gin_scope
-  gin.add_config_file_search_path(str(pathlib.Path(__file__).parents[1] /
+  gin.add_config_file_search_path(str(pathlib.Path(__file__).parents[2] /
                                       'gin'))
   gin.parse_config_files_and_bindings(
       ['runs/synthetic_tiny_base.gin'], ["MODEL_DIR = '/tmp/unused'"],

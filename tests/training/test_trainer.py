@@ -73,7 +73,7 @@ def test_microbatches_give_the_full_batch_update():
 
 _SHARDED_SCRIPT = textwrap.dedent("""
     import json, sys
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = {tests!r}
     import jax
     from hyperprompt_jax.sharding import mesh as mesh_lib
     import test_trainer as t
@@ -89,7 +89,7 @@ def test_eight_devices_on_2x4_mesh_match_one_device():
   env = dict(os.environ, XLA_FLAGS=os.environ.get('XLA_FLAGS', '') +
              ' --xla_force_host_platform_device_count=8',
              JAX_PLATFORMS='cpu')
-  script = _SHARDED_SCRIPT.format(tests=os.path.dirname(__file__))
+  script = _SHARDED_SCRIPT.format(tests=tm.script_path(__file__))
   out = subprocess.run([sys.executable, '-c', script], env=env, check=True,
                        capture_output=True, text=True).stdout
   sharded = json.loads(out.strip().splitlines()[-1])

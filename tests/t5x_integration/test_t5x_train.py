@@ -16,7 +16,7 @@ from hyperprompt_jax.checkpointing import scan_conversion
 from hyperprompt_jax import convert_checkpoint
 from hyperprompt_jax.sharding import partitioning
 
-GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / 'gin'
+GIN_DIR = pathlib.Path(__file__).resolve().parents[2] / 'gin'
 VARIANTS = ('none', 'share', 'sep', 'global', 'direct', 'prompt_tuning')
 
 

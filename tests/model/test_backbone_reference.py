@@ -25,7 +25,7 @@ from hyperprompt_jax import export_hf
 from hyperprompt_jax.layers import relative_position
 import tiny_models
 
-FIXTURE = pathlib.Path(__file__).parent / 'fixtures' / 'hf_t5_tiny_golden.npz'
+FIXTURE = pathlib.Path(__file__).parents[1] / 'fixtures' / 'hf_t5_tiny_golden.npz'
 _TOKENS = ('encoder_input_tokens', 'decoder_input_tokens',
            'decoder_target_tokens')
 _TOLERANCE = dict(atol=1e-5, rtol=0)

@@ -13,7 +13,6 @@ from hyperprompt_jax.conditioning import routing
 from hyperprompt_jax.sharding import partitioning
 from hyperprompt_jax.training import trainer
 import tiny_models as tm
-from test_network import _pack
 
 VARIANTS = tm.ADAPTER_VARIANTS
 
@@ -53,7 +52,7 @@ def test_task_id_changes_only_its_own_segment(variant):
   module = tm.transformer(variant)
   batch = tm.unpacked_batch(task_ids=(2, 0))
   params = tm.init_params(module, batch)
-  packed = _pack(batch)
+  packed = tm.packed_batch(batch)
   other = dict(packed)
   for stack in ('encoder', 'decoder'):
     segments = packed[f'{stack}_segment_ids']
@@ -70,7 +69,7 @@ def test_gradients_reach_only_the_batch_tasks_adapters():
   module = tm.transformer('adapter')
   batch = tm.unpacked_batch(task_ids=(2, 0))
   params = tm.init_params(module, batch)
-  packed = _pack(batch)
+  packed = tm.packed_batch(batch)
   grads = jax.grad(lambda p: tm.apply(module, p, packed).sum())(params)
   for stack in ('encoder', 'decoder'):
     for name in ('down', 'up'):
