@@ -50,8 +50,7 @@ def test_task_zero_keeps_its_ids_when_packed():
   """Task 0's ids equal the padding value; packing must still keep them."""
   examples = [{'inputs': [4, 1], 'targets': [6, 6, 1], 'task_id': 0},
               {'inputs': [5, 1], 'targets': [7, 1], 'task_id': 0}]
-  converter = HyperPromptEncDecFeatureConverter(pack=True,
-                                                one_task_per_row=False)
+  converter = HyperPromptEncDecFeatureConverter(pack=True)
   (row,) = converter(_dataset(examples), LENGTHS).as_numpy_iterator()
   np.testing.assert_array_equal(row['encoder_task_ids'], [0] * 8)
   np.testing.assert_array_equal(row['encoder_segment_ids'],
@@ -108,8 +107,7 @@ def test_model_feature_lengths_cover_task_ids(pack, one_task_per_row):
 
 
 def test_missing_or_wrong_task_id_is_an_error():
-  converter = HyperPromptEncDecFeatureConverter(pack=True,
-                                                one_task_per_row=False)
+  converter = HyperPromptEncDecFeatureConverter(pack=True)
   no_id = tf.data.Dataset.from_tensors({'inputs': [1], 'targets': [1]})
   with pytest.raises(ValueError, match="no 'task_id'"):
     converter(no_id, LENGTHS)
@@ -124,8 +122,7 @@ def test_packed_mixture_batches_have_the_right_task_per_segment():
   mixture = seqio.get_mixture_or_task('synthetic_mixture')
   ds = mixture.get_dataset(LENGTHS_32, split='validation', shuffle=True,
                            seed=0, num_epochs=1)
-  converter = HyperPromptEncDecFeatureConverter(pack=True,
-                                                one_task_per_row=False)
+  converter = HyperPromptEncDecFeatureConverter(pack=True)
   vocab = seqio.ByteVocabulary()
   names = list(hp_tasks.task_id_map('synthetic_mixture'))
   seen_ids = set()
