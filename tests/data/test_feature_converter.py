@@ -1,5 +1,4 @@
-"""HyperPromptEncDecFeatureConverter: task ids per row where rows hold one
-task, per token where packed rows mix tasks."""
+"""HyperPromptEncDecFeatureConverter: per-token task ids, packed and not."""
 
 import numpy as np
 import pytest
@@ -31,19 +30,20 @@ def test_packed_rows_hold_one_task_each():
   examples = [*EXAMPLES, {'inputs': [6, 1], 'targets': [5, 1], 'task_id': 2}]
   converter = HyperPromptEncDecFeatureConverter(pack=True,
                                                one_task_per_row=True)
-  rows = {int(row['task_ids']): row for row in
+  rows = {int(row['encoder_task_ids'][0]): row for row in
           converter(_dataset(examples), LENGTHS).as_numpy_iterator()}
   assert sorted(rows) == [0, 1, 2]
   two = rows[2]
-  assert 'encoder_task_ids' not in two and 'decoder_task_ids' not in two
   # Task 2's examples share a row although task 0's came between them.
   np.testing.assert_array_equal(two['encoder_input_tokens'],
                                 [7, 8, 1, 6, 1, 0, 0, 0])
+  np.testing.assert_array_equal(two['encoder_task_ids'],
+                                [2, 2, 2, 2, 2, 0, 0, 0])
   np.testing.assert_array_equal(two['encoder_segment_ids'],
                                 [1, 1, 1, 2, 2, 0, 0, 0])
   np.testing.assert_array_equal(two['decoder_target_tokens'], [3, 1, 5, 1, 0])
-  np.testing.assert_array_equal(rows[1]['decoder_target_tokens'],
-                                [9, 9, 1, 0, 0])
+  np.testing.assert_array_equal(two['decoder_task_ids'], [2, 2, 2, 2, 0])
+  np.testing.assert_array_equal(rows[1]['decoder_task_ids'], [1, 1, 1, 0, 0])
 
 
 def test_task_zero_keeps_its_ids_when_packed():
@@ -58,52 +58,25 @@ def test_task_zero_keeps_its_ids_when_packed():
   np.testing.assert_array_equal(row['decoder_segment_ids'], [1, 1, 1, 2, 2])
 
 
-def test_unpacked_rows_carry_their_task():
+def test_unpacked_ids_fill_each_row():
   converter = HyperPromptEncDecFeatureConverter(pack=False)
   rows = list(converter(_dataset(EXAMPLES), LENGTHS).as_numpy_iterator())
   assert 'encoder_segment_ids' not in rows[0]
-  assert 'encoder_task_ids' not in rows[0]
-  assert [row['task_ids'] for row in rows] == [2, 0, 1]
+  np.testing.assert_array_equal(rows[0]['encoder_task_ids'],
+                                [2, 2, 2, 0, 0, 0, 0, 0])
+  np.testing.assert_array_equal(rows[2]['decoder_task_ids'], [1, 1, 1, 0, 0])
+  np.testing.assert_array_equal(rows[1]['encoder_task_ids'],
+                                [0, 0, 0, 0, 0, 0, 0, 0])
 
 
-# (pack, one_task_per_row) -> the batch shape of each task-id feature.
-_ROW_IDS = {'task_ids': (3,)}
-_TOKEN_IDS = {'encoder_task_ids': (3, 8), 'decoder_task_ids': (3, 5)}
-
-
-@pytest.mark.parametrize('pack,one_task_per_row,shapes', [
-    (False, False, _ROW_IDS), (False, True, _ROW_IDS),
-    (True, True, _ROW_IDS), (True, False, _TOKEN_IDS)])
-def test_rows_of_one_task_carry_batch_ids_and_mixed_rows_token_ids(
-    pack, one_task_per_row, shapes):
-  """`task_ids` `[batch]` where rows hold one task; `[batch, length]` token
-  ids only where packed rows may mix tasks; `batch_shapes` says the same."""
-  examples = [*EXAMPLES, {'inputs': [6, 1], 'targets': [5, 1], 'task_id': 2},
-              {'inputs': [3, 1], 'targets': [4, 1], 'task_id': 1}]
-  converter = HyperPromptEncDecFeatureConverter(
-      pack=pack, one_task_per_row=one_task_per_row, row_shuffle_buffer=1)
-  (batch,) = converter(_dataset(examples), LENGTHS).batch(
-      3, drop_remainder=True).take(1).as_numpy_iterator()
-  assert {k: v.shape for k, v in batch.items() if 'task' in k} == shapes
-  assert all(batch[k].dtype == np.int32 for k in shapes)
-  expected = {k: s for k, s in converter.batch_shapes(LENGTHS, 3).items()
-              if 'task' in k}
-  assert expected == shapes
-
-
-@pytest.mark.parametrize('pack,one_task_per_row', [
-    (False, False), (True, True), (True, False)])
-def test_model_feature_lengths_cover_task_ids(pack, one_task_per_row):
-  converter = HyperPromptEncDecFeatureConverter(
-      pack=pack, one_task_per_row=one_task_per_row)
+@pytest.mark.parametrize('pack', [True, False])
+def test_model_feature_lengths_cover_task_ids(pack):
+  converter = HyperPromptEncDecFeatureConverter(pack=pack)
   lengths = converter.get_model_feature_lengths(LENGTHS)
+  assert lengths['encoder_task_ids'] == 8 and lengths['decoder_task_ids'] == 5
   base = seqio.EncDecFeatureConverter(pack=pack).get_model_feature_lengths(
       LENGTHS)
-  if pack and not one_task_per_row:
-    assert lengths['encoder_task_ids'] == 8 and lengths['decoder_task_ids'] == 5
-    assert set(lengths) == set(base) | {'encoder_task_ids', 'decoder_task_ids'}
-  else:
-    assert set(lengths) == set(base) | {'task_ids'}
+  assert set(lengths) == set(base) | {'encoder_task_ids', 'decoder_task_ids'}
 
 
 def test_missing_or_wrong_task_id_is_an_error():
@@ -144,7 +117,7 @@ def test_packed_mixture_batches_have_the_right_task_per_segment():
 
 def _rows(batch):
   return [{name: rows[i] for name, rows in batch.items()}
-          for i in range(len(batch['encoder_input_tokens']))]
+          for i in range(len(batch['encoder_task_ids']))]
 
 
 def _segments(row):
@@ -152,9 +125,7 @@ def _segments(row):
   for segment in set(row['encoder_segment_ids'].tolist()) - {0}:
     enc = row['encoder_segment_ids'] == segment
     dec = row['decoder_segment_ids'] == segment
-    task = row['task_ids'] if 'task_ids' in row else (
-        row['encoder_task_ids'][enc][0])
-    yield (int(task),
+    yield (int(row['encoder_task_ids'][enc][0]),
            tuple(row['encoder_input_tokens'][enc].tolist()),
            tuple(row['decoder_target_tokens'][dec].tolist()))
 
@@ -167,10 +138,12 @@ def test_packing_by_task_keeps_every_example_and_packs_as_densely():
                            seed=0, num_epochs=1)
   rows = list(HyperPromptEncDecFeatureConverter(
       pack=True, one_task_per_row=True)(ds, LENGTHS_32).as_numpy_iterator())
-  assert all(row['task_ids'].shape == () for row in rows)
+  for row in rows:
+    real = row['encoder_segment_ids'] > 0
+    assert len(set(row['encoder_task_ids'][real].tolist())) == 1
   packed = sorted(s for row in rows for s in _segments(row))
   unpacked = sorted(
-      (int(row['task_ids']),
+      (int(row['encoder_task_ids'][0]),
        tuple(row['encoder_input_tokens'][row['encoder_input_tokens'] > 0]),
        tuple(row['decoder_target_tokens'][row['decoder_target_tokens'] > 0]))
       for row in HyperPromptEncDecFeatureConverter(pack=False)(
