@@ -219,8 +219,9 @@ class Trainer:
                                     jax.random.fold_in(rng, index))
       if token_mean:
         grads = jax.tree.map(lambda g: g * metrics['loss'].count, grads)
-      # Adding the metrics' sums and counts merges them.
-      return jax.tree.map(jnp.add, carry, (grads, metrics)), None
+      grad_sum, merged = carry
+      return (jax.tree.map(jnp.add, grad_sum, grads),
+              merge_metrics(merged, metrics)), None
 
     (_, metric_shapes), grad_shapes = jax.eval_shape(
         grad_fn, params, jax.tree.map(lambda x: x[0], micro), rng)
