@@ -30,10 +30,11 @@ def site(tmp_path_factory):
   that goes before the test environment on PYTHONPATH."""
   source = tmp_path_factory.mktemp('source')
   for name in SOURCES:
-    copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy
-    copy(REPO / name, source / name,
-         **({'ignore': shutil.ignore_patterns('__pycache__')}
-            if (REPO / name).is_dir() else {}))
+    if (REPO / name).is_dir():
+      shutil.copytree(REPO / name, source / name,
+                      ignore=shutil.ignore_patterns('__pycache__'))
+    else:
+      shutil.copy(REPO / name, source / name)
   wheels, site = tmp_path_factory.mktemp('wheels'), tmp_path_factory.mktemp(
       'site')
   _run([sys.executable, '-m', 'pip', 'wheel', '--quiet', '--no-deps',
