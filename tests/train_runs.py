@@ -4,12 +4,16 @@ the end-to-end tests."""
 
 import contextlib
 import io
+import socket
 import subprocess
 import sys
 from unittest import mock
 
 import gin
+import jax
+import tensorflow as tf
 
+from hyperprompt_jax.data import pipeline as data_lib
 from hyperprompt_jax import gin_utils
 from hyperprompt_jax import train as train_main
 from tests import two_task_mixture
@@ -113,6 +117,30 @@ def infer(tmp_path, *args):
   """Runs `python -m hyperprompt_jax.infer`; returns the CompletedProcess."""
   return subprocess.run([sys.executable, '-m', 'hyperprompt_jax.infer', *args],
                         capture_output=True, text=True)
+
+
+_get_dataset = data_lib.get_dataset
+
+
+def free_port() -> int:
+  """A local TCP port for a multi-process run's coordinator."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def batches_of_processes(num_processes, cfg, feature_converter_cls,
+                         num_epochs=None):
+  """What each process of `num_processes` reads (`pipeline.get_dataset` as
+  each), side by side along the batch: their run's global batches, for a
+  one-process run to read."""
+  parts = []
+  for index in range(num_processes):
+    with mock.patch.object(jax, 'process_index', return_value=index), \
+         mock.patch.object(jax, 'process_count', return_value=num_processes):
+      parts.append(_get_dataset(cfg, feature_converter_cls, num_epochs))
+  return tf.data.Dataset.zip(tuple(parts)).map(
+      lambda *rows: {k: tf.concat([r[k] for r in rows], 0) for k in rows[0]})
 
 
 def steps(model_dir):

@@ -1,9 +1,10 @@
 """orbax checkpoints of the train state plus the input pipeline's state.
 
 Layout: `MODEL_DIR/checkpoints/<step>/{state,data,pipeline}`. `state` is the
-sharded `TrainState` (restored straight into its target shardings); `data` is
-JSON with the number of batches consumed; `pipeline` is each process's tf.data
-iterator state (`iterator_checkpoint`). Saves are atomic (orbax writes to a
+sharded `TrainState` (restored straight into its target shardings, whatever
+mesh saved it); `data` is JSON with the number of batches consumed, the input
+stream's seed and the number of processes; `pipeline` is each process's
+tf.data iterator state (`iterator_checkpoint`). Saves are atomic (orbax writes to a
 temporary directory then renames), so an interrupted save never shadows the
 previous checkpoint.
 
@@ -19,6 +20,7 @@ import shutil
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
@@ -117,11 +119,13 @@ class Checkpointer:
     The pipeline's state is captured now, before the call returns; the
     arrays are written in the background.
     """
+    record = {'batches_consumed': batches.position, 'input_seed': batches.seed,
+              'process_count': jax.process_count()}
     return self._manager.save(
         int(state.step),
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave({'batches_consumed': batches.position}),
+            data=ocp.args.JsonSave(record),
             pipeline=iterator_checkpoint.IteratorSave(batches.iterator)),
         force=force)
 
@@ -173,12 +177,18 @@ class Checkpointer:
   def restore(self, abstract_state: State,
               batches: data_lib.BatchIterator,
               step: Optional[int] = None) -> State:
-    """Restores the state at `step` (default: latest) and the pipeline.
+    """Restores the state at `step` (default: latest) and the input stream.
+
+    The state is restored into `abstract_state`'s shardings, whatever mesh
+    saved it. The input stream continues where it stopped; where its saved
+    state does not fit this run (another number of processes, a pipeline
+    whose graph changed, a damaged file), it restarts re-seeded
+    (`data_lib.restart_seed`), with one printed line.
 
     Args:
       abstract_state: a `TrainState` of `jax.ShapeDtypeStruct`s with
-        shardings, restored straight into those shardings.
-      batches: a fresh iterator over the run's training data; its state and
+        shardings.
+      batches: a fresh iterator over the run's training data; its stream and
         position are set to the checkpoint's.
       step: the step to restore; None for the latest.
 
@@ -189,10 +199,51 @@ class Checkpointer:
     self._check_tree(step, abstract_state)
     restored = self._restore(
         step, state=ocp.args.StandardRestore(abstract_state),
-        data=ocp.args.JsonRestore(),
-        pipeline=iterator_checkpoint.IteratorRestore(batches.iterator))
-    batches.position = int(restored.data['batches_consumed'])
+        data=ocp.args.JsonRestore())
+    try:
+      position = int(restored.data['batches_consumed'])
+    except (TypeError, KeyError, ValueError) as e:
+      raise self._unreadable(step, e) from e
+    self._restore_stream(step, restored.data, batches)
+    batches.position = position
     return restored.state
+
+  def _restore_stream(self, step: int, record: dict[str, Any],
+                      batches: data_lib.BatchIterator) -> None:
+    """Sets `batches` to the saved stream, or restarts it re-seeded where the
+    saved state does not fit this run on every process.
+
+    Raises:
+      CheckpointError: the saved state is damaged (unreadable files).
+    """
+    seed = record.get('input_seed', batches.seed)
+    if seed != batches.seed:  # Restarted once before: continue that stream.
+      batches.restart(seed)
+    saved_processes = record.get('process_count', jax.process_count())
+    problem = None
+    if saved_processes != jax.process_count():
+      problem = (f'saved by {saved_processes} processes, resumed on '
+                 f'{jax.process_count()}')
+    else:
+      try:
+        self._restore(step, pipeline=iterator_checkpoint.IteratorRestore(
+            batches.iterator))
+      except CheckpointError as e:
+        if not isinstance(e.__cause__, iterator_checkpoint.StateMismatchError):
+          raise
+        problem = str(e.__cause__)
+    if jax.process_count() > 1:
+      failed = multihost_utils.process_allgather(np.asarray(problem is not None))
+      if problem is None and failed.any():
+        problem = 'another process could not restore its part'
+    if problem is None:
+      return
+    batches.restart(data_lib.restart_seed(seed, step, jax.process_count()))
+    if jax.process_index() == 0:
+      print(f'checkpoint {self.directory / str(step)}: the input stream '
+            f'cannot continue ({problem}); the train state is restored as '
+            f'saved and the stream restarts with seed {batches.seed} '
+            '(docs/training.md, "Resuming elsewhere")', flush=True)
 
   def _set_aside(self, step: int) -> pathlib.Path:
     """Moves checkpoint `step` to UNREADABLE_DIR (never deletes it)."""

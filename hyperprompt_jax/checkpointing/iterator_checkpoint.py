@@ -23,6 +23,11 @@ def _prefix(directory: epath.Path) -> str:
              f'{jax.process_count()}')
 
 
+class StateMismatchError(ValueError):
+  """A readable pipeline state that does not fit the pipeline restoring it
+  (its graph changed)."""
+
+
 class IteratorHandler(ocp.CheckpointHandler):
   """Saves and restores a `tf.data.Iterator` with `tf.train.Checkpoint`."""
 
@@ -35,9 +40,16 @@ class IteratorHandler(ocp.CheckpointHandler):
     if not tf.io.gfile.exists(prefix + '.index'):
       raise FileNotFoundError(
           f'{directory} has no input-pipeline state for process '
-          f'{jax.process_index()} of {jax.process_count()}: resume with the '
-          'number of processes that saved it')
-    tf.train.Checkpoint(iterator=args.iterator).read(prefix).assert_consumed()
+          f'{jax.process_index()} of {jax.process_count()}')
+    try:
+      tf.train.Checkpoint(iterator=args.iterator).read(
+          prefix).assert_consumed()
+    except tf.errors.NotFoundError as e:
+      # A readable state whose pipeline nodes this pipeline lacks; damaged
+      # files raise other errors.
+      raise StateMismatchError(
+          'it is the state of another pipeline (the dataset definition '
+          'changed since it was saved)') from e
     return args.iterator
 
   def metadata(self, directory: epath.Path) -> None:

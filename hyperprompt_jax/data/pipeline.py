@@ -6,12 +6,16 @@ assembles the global `jax.Array` split over the mesh's 'data' axis.
 
 Checkpoints save the tf.data iterator's state (`iterator_checkpoint`), so a
 resumed run reads exactly the batches an uninterrupted run would have read,
-at a cost that does not grow with the step; the number of batches consumed is
-saved beside it for the record.
+at a cost that does not grow with the step; the number of batches consumed,
+the stream's seed and the number of processes are saved beside it. Where
+that state cannot be used (another number of processes, or a pipeline whose
+graph changed), the stream restarts with a seed drawn from the run's seed,
+the step and the process count (`restart_seed`), so no earlier sequence of
+batches is replayed.
 """
 
 import dataclasses
-from typing import Any, Iterator, Mapping, Optional, Type
+from typing import Any, Callable, Iterator, Mapping, Optional, Type
 
 import jax
 import numpy as np
@@ -115,30 +119,49 @@ def check_task_ids(batch: Mapping[str, np.ndarray], num_tasks: int,
             'ONE_TASK_PER_ROW = False')
 
 
+def restart_seed(seed: Optional[int], step: int,
+                 process_count: int) -> Optional[int]:
+  """The seed of an input stream restarted at `step` on `process_count`
+  processes: another stream than the run's own and than a restart at any
+  other step or process count (None stays None: unseeded)."""
+  if seed is None:
+    return None
+  entropy = np.random.SeedSequence([seed, step, process_count])
+  return int(entropy.generate_state(1)[0] >> 1)  # A non-negative int32.
+
+
 class BatchIterator:
   """Global sharded batches from a per-process dataset, counting its position.
 
   `iterator` is the underlying tf.data iterator, whose state checkpoints save
-  and restore (`iterator_checkpoint`).
+  and restore (`iterator_checkpoint`); `seed` is the seed it was built with.
   """
 
-  def __init__(self, dataset: tf.data.Dataset, sharding: NamedSharding,
+  def __init__(self, make_dataset: Callable[[Optional[int]], tf.data.Dataset],
+               sharding: NamedSharding, seed: Optional[int],
                num_tasks: Optional[int] = None,
                one_task_per_row: bool = False):
-    """Reads `dataset` from its start.
+    """Reads `make_dataset(seed)` from its start.
 
     Args:
-      dataset: this process's batches of model features.
+      make_dataset: seed -> this process's batches of model features.
       sharding: the global batch sharding.
+      seed: the seed of the stream.
       num_tasks: when given, every batch's task ids are checked against it.
       one_task_per_row: with `num_tasks`, also check that packed rows hold
         one task each.
     """
-    self.iterator = iter(dataset)
+    self._make_dataset = make_dataset
     self._sharding = sharding
     self._num_tasks = num_tasks
     self._one_task_per_row = one_task_per_row
     self.position = 0
+    self.restart(seed)
+
+  def restart(self, seed: Optional[int]) -> None:
+    """Reads `make_dataset(seed)` from its start (the position is kept)."""
+    self.seed = seed
+    self.iterator = iter(self._make_dataset(seed))
 
   def __iter__(self) -> Iterator[Mapping[str, jax.Array]]:
     return self
@@ -149,6 +172,18 @@ class BatchIterator:
       check_task_ids(local, self._num_tasks, self._one_task_per_row)
     self.position += 1
     return to_global(local, self._sharding)
+
+
+def training_batches(cfg: DatasetConfig,
+                     feature_converter_cls: Type[seqio.FeatureConverter],
+                     sharding: NamedSharding, num_tasks: Optional[int] = None,
+                     one_task_per_row: bool = False) -> BatchIterator:
+  """The run's training batches (`get_dataset`), seeded with `cfg.seed`;
+  arguments as `BatchIterator`'s."""
+  return BatchIterator(
+      lambda seed: get_dataset(dataclasses.replace(cfg, seed=seed),
+                               feature_converter_cls),
+      sharding, cfg.seed, num_tasks, one_task_per_row)
 
 
 def to_global(local: Mapping[str, np.ndarray],

@@ -3,7 +3,6 @@ same run does in one process."""
 
 import os
 import re
-import socket
 import subprocess
 from unittest import mock
 
@@ -25,25 +24,6 @@ STEPS = 3
 # 3 steps: under 1e-6 of it, in Adafactor's second moments; 2e-7 in params).
 RTOL = 1e-5
 LOGGED = ('loss', 'cross_ent_loss', 'z_loss', 'accuracy')
-_get_dataset = data_lib.get_dataset
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
-def _batches_of_both_processes(cfg, feature_converter_cls, num_epochs=None):
-  """What processes 0 and 1 of two read (`pipeline.get_dataset` as each),
-  side by side along the batch: the two-process run's global batches."""
-  halves = []
-  for index in range(NUM_PROCESSES):
-    with mock.patch.object(jax, 'process_index', return_value=index), \
-         mock.patch.object(jax, 'process_count', return_value=NUM_PROCESSES):
-      halves.append(_get_dataset(cfg, feature_converter_cls, num_epochs))
-  return tf.data.Dataset.zip(tuple(halves)).map(
-      lambda *rows: {k: tf.concat([r[k] for r in rows], 0) for k in rows[0]})
 
 
 def _assert_close(actual, expected, what: str) -> None:
@@ -94,7 +74,7 @@ def test_two_processes_train_as_one_process_on_the_same_batches(tmp_path):
   processes reading the same shard.
   """
   multi_dir, single_dir = tmp_path / 'two_processes', tmp_path / 'one_process'
-  address = f'127.0.0.1:{_free_port()}'
+  address = f'127.0.0.1:{train_runs.free_port()}'
   # Gloo gives the CPU backend cross-process collectives.
   env = dict(os.environ, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
   no_eval = '--gin.train_loop.train.eval_dataset_cfg=None'
@@ -109,7 +89,8 @@ def test_two_processes_train_as_one_process_on_the_same_batches(tmp_path):
   datasets = []
 
   def get_dataset(*args, **kwargs):
-    datasets.append(_batches_of_both_processes(*args, **kwargs))
+    datasets.append(train_runs.batches_of_processes(NUM_PROCESSES, *args,
+                                                    **kwargs))
     return datasets[-1]
 
   with mock.patch.object(data_lib, 'get_dataset', get_dataset):
