@@ -157,8 +157,8 @@ class _Run:
 
     hyperprompt = model.module.hyperprompt
     conditioned = hyperprompt.variant != 'none'
-    self.batches = data_lib.BatchIterator(
-        data_lib.get_dataset(train_dataset_cfg, model.feature_converter_cls),
+    self.batches = data_lib.training_batches(
+        train_dataset_cfg, model.feature_converter_cls,
         self.trainer.batch_sharding,
         num_tasks=hyperprompt.num_tasks if conditioned else None,
         one_task_per_row=hyperprompt.one_task_per_row)
