@@ -32,24 +32,30 @@ TINY_RUN = ['--gin_file=runs/synthetic_global_tiny.gin',
 
 
 def run_plan(tmp_path, *flags):
-  """`python -m hyperprompt_jax.plan` in a new process; (JSON, stdout)."""
+  """`python -m hyperprompt_jax.plan` in a new process, its plan cache in
+  `tmp_path`; (JSON, stdout)."""
   output = tmp_path / 'plan.json'
   result = subprocess.run(
-      [sys.executable, '-m', 'hyperprompt_jax.plan', *TINY_RUN, *flags,
-       f'--output={output}'], capture_output=True, text=True, check=False)
+      [sys.executable, '-m', 'hyperprompt_jax.plan', *TINY_RUN,
+       f'--cache_dir={tmp_path / "cache"}', *flags, f'--output={output}'],
+      capture_output=True, text=True, check=False)
   assert result.returncode == 0, result.stderr
   assert result.stderr == ''  # quiet by default
   return json.loads(output.read_text()), result.stdout
 
 
 def test_plan_for_eight_host_devices_in_json(tmp_path):
+  """A plan on cpu:8 with the microbatches set through the run's macro, as
+  train takes it. Catches --gin.NUM_MICROBATCHES refused as a macro that no
+  gin file reads (the loop-free variant rebinds what reads it), a memory
+  budget not compared, and an input feed measured for the wrong rows."""
   # A memory budget far below the step's needs: the plan must say so.
   # Microbatches loop: their FLOPs are scaled from a loop-free lowering.
   out, stdout = run_plan(tmp_path, '--topology=cpu:8',
                          '--gin.DATA_MESH_SIZE=4', '--gin.MODEL_MESH_SIZE=2',
                          '--gin.PARAMETER_PARTITIONING_DIMS=2',
-                         '--gin.trainer.TrainerConfig.num_microbatches=2',
-                         '--hbm_gib=0.0001')
+                         '--gin.NUM_MICROBATCHES=2', '--hbm_gib=0.0001',
+                         '--input_feed', '--input_feed_batches=2')
   [p] = out['plans']
   assert p['topology'] == 'cpu:8' and p['num_chips'] == 8
   assert p['mesh'] == {'data': 4, 'model': 2}
@@ -59,8 +65,50 @@ def test_plan_for_eight_host_devices_in_json(tmp_path):
   assert p['flops_scaled_for_loops'] is True
   assert p['hbm_bytes'] == int(0.0001 * plan.GIB)
   assert p['fits'] is False
-  assert p['step_seconds_lower_bound'] is None  # no peak rate for host CPUs
+  assert p['step'] is None  # no peak rate for host CPUs
+  # 2-D parameters over 'data' are gathered, their gradients reduced.
+  assert p['ici_bytes']['all-gather'] > 0 and p['bytes_accessed'] > 0
   assert 'does not fit' in stdout.splitlines()[2]
+  # One host reads all 8 rows of the batch.
+  assert p['num_hosts'] == 1 and p['input_feed']['host_batch_size'] == 8
+  assert p['input_feed']['core_seconds_per_batch'] > 0
+  assert p['input_cores'] is None
+
+
+def test_a_second_plan_of_the_same_program_reads_the_cache(tmp_path):
+  """Catches a cache that is not written, not read, or read back with other
+  numbers; and one keyed by less than the program (another batch size must
+  compile anew)."""
+  first, _ = run_plan(tmp_path, '--topology=cpu:1')
+  second, _ = run_plan(tmp_path, '--topology=cpu:1')
+  other, _ = run_plan(tmp_path, '--topology=cpu:1', '--gin.BATCH_SIZE=4')
+  [first], [second], [other] = (r['plans'] for r in (first, second, other))
+  assert (first['cached'], second['cached'], other['cached']) == (
+      False, True, False)
+  assert len(list((tmp_path / 'cache').glob('*.json'))) == 2
+  for key in ('total_bytes', 'temp_bytes', 'flops', 'bytes_accessed',
+              'ici_bytes', 'compile_seconds'):
+    assert second[key] == first[key], key
+
+
+def test_predicted_step_is_the_largest_bound():
+  """v5e figures by hand: 197e12 FLOP/s, 819e9 B/s of HBM, 400e9 B/s of ICI
+  both ways (200e9 out). Catches a bound divided by the wrong figure, the
+  ICI's two directions counted as one way, or a negative XLA estimate
+  (libtpu's overflow) taken as a bound."""
+  v5e = plan.CHIPS['v5e']
+  step = plan.predict_step(v5e, flops=197e12 * 0.010,
+                           bytes_accessed=819e9 * 0.020,
+                           ici_bytes=200e9 * 0.005, xla_seconds=-3.0)
+  assert step.flops_seconds == pytest.approx(0.010)
+  assert step.hbm_seconds == pytest.approx(0.020)
+  assert step.ici_seconds == pytest.approx(0.005)
+  assert step.xla_seconds is None
+  assert (step.binds, step.seconds) == ('HBM', pytest.approx(0.020))
+  assert step.mfu == pytest.approx(0.5)
+  step = plan.predict_step(v5e, 197e12 * 0.010, 0, 0, xla_seconds=0.030)
+  assert (step.binds, step.mfu) == ('XLA', pytest.approx(1 / 3))
+  assert plan.predict_step(plan.CHIPS['cpu'], 1.0, 1.0, 1.0, None) is None
 
 
 def _one_line_error(argv, monkeypatch, capsys):
@@ -68,7 +116,8 @@ def _one_line_error(argv, monkeypatch, capsys):
   # prepare_environment writes these; later tests must not inherit them.
   for key in ('XLA_FLAGS', 'JAX_PLATFORMS'):
     monkeypatch.setenv(key, os.environ.get(key, ''))
-  monkeypatch.setattr(sys, 'argv', ['plan', '--verbose', *argv])
+  # No plan cache: an earlier plan of the same program would skip the compile.
+  monkeypatch.setattr(sys, 'argv', ['plan', '--verbose', '--cache_dir=', *argv])
   with pytest.raises(SystemExit) as exit_info:
     gin_utils.run_main(plan.main)
   message = str(exit_info.value.code)
@@ -78,9 +127,9 @@ def _one_line_error(argv, monkeypatch, capsys):
 
 
 def test_bad_topologies_and_meshes_give_one_line(monkeypatch, capsys):
-  message = _one_line_error([*TINY_RUN, '--topology=v6e:2x2'], monkeypatch,
+  message = _one_line_error([*TINY_RUN, '--topology=v3:2x2'], monkeypatch,
                             capsys)
-  assert "unknown topology 'v6e:2x2': use v4:AxBxC" in message
+  assert "unknown topology 'v3:2x2': use v4:AxBxC" in message
   message = _one_line_error([*TINY_RUN, '--topology=v4:2x2'], monkeypatch,
                             capsys)
   assert "bad topology 'v4:2x2': write v4:AxBxC" in message
@@ -137,7 +186,9 @@ def test_plan_compiles_for_a_tpu_v4_slice(tmp_path):
   assert p['mesh'] == {'data': 4, 'model': 1}
   assert p['hbm_bytes'] == 32 * plan.GIB and p['fits'] is True
   assert 0 < p['state_bytes'] < p['total_bytes'] and p['flops'] > 0
-  assert p['step_seconds_lower_bound'] == pytest.approx(p['flops'] / 275e12)
+  assert p['step']['flops_seconds'] == pytest.approx(p['flops'] / 275e12)
+  assert p['step']['hbm_seconds'] == pytest.approx(
+      p['bytes_accessed'] / 1200e9)
 
 
 @pytest.mark.tpu_aot
