@@ -10,9 +10,12 @@ import argparse
 import contextlib
 import difflib
 import logging
+import os
 import pathlib
 import re
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from typing import Any, Iterator, Sequence
@@ -247,9 +250,24 @@ def run_main(main) -> None:
 
   The command prints only its own lines unless `--verbose` is given (it is
   taken out of the arguments here). The project's own errors for bad input
-  exit with one `error: ...` line; a preempted run prints one line and exits
-  with `preemption.EXIT_CODE`.
+  exit with one `error: ...` line; a preempted or interrupted run prints one
+  line and exits with its code (`preemption.Preempted.exit_code`); Ctrl-C
+  anywhere else (set-up, compiling, a second Ctrl-C in training) prints one
+  line and exits with `errors.INTERRUPTED_EXIT_CODE` at once.
   """
+  main_thread = threading.current_thread() is threading.main_thread()
+  if main_thread:
+    previous = signal.signal(signal.SIGINT, errors.stop_at_once)
+  try:
+    _run_main(main)
+  except KeyboardInterrupt:  # From code that raises it itself.
+    errors.stop_at_once()
+  finally:
+    if main_thread:  # As it was, for a caller in the same process.
+      signal.signal(signal.SIGINT, previous)
+
+
+def _run_main(main) -> None:
   from hyperprompt_jax.checkpointing import checkpoints  # pylint: disable=g-import-not-at-top
   from hyperprompt_jax.training import preemption  # pylint: disable=g-import-not-at-top
   argv = sys.argv[1:]
@@ -261,7 +279,7 @@ def run_main(main) -> None:
     main(argv)
   except preemption.Preempted as e:
     print(e, flush=True)
-    sys.exit(preemption.EXIT_CODE)
+    sys.exit(e.exit_code)
   except (GinConfigError, checkpoints.CheckpointError, FloatingPointError,
           ValueError, OSError) as e:
     if not _raised_by_own_code(e):

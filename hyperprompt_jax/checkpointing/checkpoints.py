@@ -95,9 +95,12 @@ class Checkpointer:
       raise CheckpointError(
           f'no checkpoints in {self.directory}: pass the MODEL_DIR of a '
           'training run (it holds checkpoints/<step>/)')
+    # A save cut short (kill -9, a second Ctrl-C) leaves a temporary
+    # folder; the next trainer removes it.
     self._options = ocp.CheckpointManagerOptions(
         max_to_keep=cfg.keep, save_interval_steps=cfg.period,
-        read_only=read_only, create=not read_only)
+        read_only=read_only, create=not read_only,
+        cleanup_tmp_directories=not read_only)
     self._manager = self._new_manager()
 
   def _new_manager(self) -> ocp.CheckpointManager:

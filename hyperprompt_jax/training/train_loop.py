@@ -211,8 +211,8 @@ class _Run:
     """Trains up to `total_steps`: logs, saves and evaluates when due.
 
     Raises:
-      preemption.Preempted: after saving the step at which SIGTERM (or JAX's
-        preemption sync point) stopped the run.
+      preemption.Preempted: after saving the step at which SIGTERM, Ctrl-C
+        or JAX's preemption sync point stopped the run.
     """
     bar = metric_writers.progress_bar(int(self.state.step), total_steps)
     # Saves and evaluations fall between windows, so throughput counts
@@ -241,9 +241,10 @@ class _Run:
           if bar:
             bar.close()
           raise preemption.Preempted(
-              f'Preempted at step {step}: saved '
+              f'{watcher.cause} at step {step}: saved '
               f'{self.checkpointer.directory / str(step)}; run the same '
-              f'command again to resume (exit code {preemption.EXIT_CODE})')
+              f'command again to resume (exit code {watcher.exit_code})',
+              watcher.exit_code)
         if eval_due:
           self.evaluate(step)
         if log_due:
@@ -310,8 +311,9 @@ def train(*,
     The final per-task results, also in MODEL_DIR/eval_results.json.
 
   Raises:
-    preemption.Preempted: SIGTERM (or JAX's preemption sync point) stopped
-      the run; the step it stopped at is saved.
+    preemption.Preempted: SIGTERM, Ctrl-C or JAX's preemption sync point
+      stopped the run; the step it stopped at is saved.
+    KeyboardInterrupt: a second Ctrl-C stopped the run at once.
   """
   run = _Run(model, train_dataset_cfg, model_dir, initial_checkpoint_path,
              eval_dataset_cfg, eval_num_examples, optimizer, schedule,

@@ -4,8 +4,10 @@ from TensorBoard, and the command end to end on tiny runs (outputs, resume)."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import types
 from unittest import mock
 
@@ -51,8 +53,9 @@ class _TrainerInThisProcess:
   `python -m hyperprompt_jax.train ...` in this process (four trainer
   start-ups fewer for the fixture; the rerun test keeps real subprocesses)."""
 
-  def __init__(self, command, stdout, stderr, env):
-    del stderr, env  # Output goes to `stdout`; this process has the cache.
+  def __init__(self, command, stdout, stderr, env, start_new_session):
+    # Output goes to `stdout`; this process has the cache and no signals.
+    del stderr, env, start_new_session
     assert command[1:3] == ['-m', 'hyperprompt_jax.train'], command
     result = train_runs.run_train_main(command[3:])
     stdout.write(result.stdout + result.stderr)
@@ -228,3 +231,31 @@ def test_rerun_keeps_finished_runs_and_completes_the_unfinished_one(
   assert 'share-seed1: training to step 3' in result.stdout
   assert 'Resumed from step 2' in (unfinished / runs_lib.LOG_FILE).read_text()
   assert eval_results(output_dir, 'share-seed1')['step'] == STEPS
+
+
+def test_ctrl_c_is_passed_on_once_and_compare_stops_like_the_trainer(
+    tmp_path):
+  """Ctrl-C to compare while a run trains: the trainer gets it once (it runs
+  in its own session, so a terminal's Ctrl-C does not reach it twice),
+  saves its step and exits 130; compare says so in one line and exits 130.
+  Catches a compare traceback, and a trainer stopped at once without a
+  save."""
+  output_dir = tmp_path / 'out'
+  args = compare_args(tmp_path, output_dir, '--steps=1000',
+                      '--gin.train_loop.train.eval_dataset_cfg=None')
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'hyperprompt_jax.compare', *args],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  log = output_dir / 'none-seed0' / runs_lib.LOG_FILE
+  while proc.poll() is None and not (
+      log.exists() and '[train step 2]' in log.read_text()):
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 130, (out, err[-3000:])
+  assert 'Traceback' not in err, err[-3000:]
+  assert out.strip().splitlines()[-1] == (
+      f'none-seed0 was interrupted (saved in {output_dir / "none-seed0"}); '
+      'run the same compare command again to continue (exit code 130)')
+  assert 'Interrupted at step' in log.read_text()
+  assert train_runs.steps(output_dir / 'none-seed0')

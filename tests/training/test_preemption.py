@@ -1,14 +1,19 @@
 """SIGTERM saves the current step and exits with preemption.EXIT_CODE; the
-same command then resumes, bit-identical to a run that was never stopped."""
+same command then resumes, bit-identical to a run that was never stopped.
+Ctrl-C (SIGINT) saves the same way and exits with 130; a second Ctrl-C, or
+one during set-up, stops at once with one line."""
 
 import re
 import signal
 import subprocess
+import time
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
+from hyperprompt_jax import errors
 from hyperprompt_jax.training import preemption
 from tests import train_runs
 
@@ -26,25 +31,32 @@ def _state(model_dir, step):
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def _preempt_after_step(tmp_path, model_dir, step):
-  """Starts a long run and sends SIGTERM once `step` is logged."""
+def _preempt_after_step(tmp_path, model_dir, step, signals=(signal.SIGTERM,),
+                        *extra, after_a_save=False):
+  """Starts a long run and sends `signals` (0.5 s apart) once `step` is
+  logged (and, `after_a_save`, a checkpoint is complete); returns the exit
+  code, stdout and stderr."""
   proc = subprocess.Popen(
-      train_runs.train_command(tmp_path, model_dir, 1000, *_BINDINGS),
-      stdout=subprocess.PIPE,
-      stderr=subprocess.DEVNULL, text=True)
+      train_runs.train_command(tmp_path, model_dir, 1000, *_BINDINGS, *extra),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   lines = []
   for line in proc.stdout:
     lines.append(line)
     if line.startswith(f'[train step {step}]'):
-      proc.send_signal(signal.SIGTERM)
+      while after_a_save and not train_runs.steps(model_dir):
+        time.sleep(0.1)
+      for i, signum in enumerate(signals):
+        if i:
+          time.sleep(0.5)
+        proc.send_signal(signum)
       break
-  lines.extend(proc.stdout)
-  return proc.wait(timeout=600), ''.join(lines)
+  out, err = proc.communicate(timeout=600)
+  return proc.returncode, ''.join(lines) + out, err
 
 
 def test_sigterm_saves_and_the_resumed_run_is_bit_identical(tmp_path):
   model_dir = tmp_path / 'preempted'
-  code, out = _preempt_after_step(tmp_path, model_dir, 2)
+  code, out, _ = _preempt_after_step(tmp_path, model_dir, 2)
   assert code == preemption.EXIT_CODE, out[-3000:]
   stopped = re.findall(r'^Preempted at step (\d+): saved (\S+); run the same '
                        'command again to resume', out, re.M)
@@ -81,3 +93,82 @@ def test_watcher_follows_the_sync_point_of_all_processes():
   with preemption.Watcher(lambda step: step == 7) as watcher:
     assert not watcher.reached(6)
     assert watcher.reached(7)
+
+
+def _no_traceback(err):
+  assert 'Traceback' not in err and 'Segmentation fault' not in err, err[-3000:]
+
+
+def test_ctrl_c_saves_the_step_and_exits_130(tmp_path):
+  """Ctrl-C stops like SIGTERM: the current step is saved, one line, exit
+  130. Catches a KeyboardInterrupt traceback that loses every step since the
+  last checkpoint."""
+  model_dir = tmp_path / 'interrupted'
+  code, out, err = _preempt_after_step(tmp_path, model_dir, 2,
+                                       (signal.SIGINT,))
+  assert code == errors.INTERRUPTED_EXIT_CODE, err[-3000:]
+  _no_traceback(err)
+  stopped = re.findall(r'^Interrupted at step (\d+): saved \S+; run the same '
+                       r'command again to resume \(exit code 130\)$', out,
+                       re.M)
+  assert len(stopped) == 1, out[-3000:]
+  assert train_runs.steps(model_dir) == [int(stopped[0])]
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_checkpoints(tmp_path):
+  """Two Ctrl-C half a second apart after step 2 of a run saving every
+  step: one line, exit 130; the steps saved before stay readable (a resume
+  continues from the latest) and a save cut short leaves no temporary folder
+  after that resume. Catches a second Ctrl-C that is ignored, or one that
+  leaves a traceback, a damaged checkpoint or a stray temporary folder."""
+  model_dir = tmp_path / 'twice'
+  code, _, err = _preempt_after_step(
+      tmp_path, model_dir, 2, (signal.SIGINT, signal.SIGINT),
+      '--gin.CHECKPOINT_PERIOD=1', after_a_save=True)
+  assert code == errors.INTERRUPTED_EXIT_CODE, err[-3000:]
+  _no_traceback(err)
+  assert err.strip().splitlines()[-1] == (
+      'Interrupted (Ctrl-C): stopped at once; nothing saved before was '
+      'changed')
+  saved = train_runs.steps(model_dir)
+  assert saved and saved[-1] >= 1
+  resumed = train_runs.train_in_process(tmp_path, model_dir, saved[-1] + 1,
+                                         *_BINDINGS)
+  assert resumed.returncode == 0, resumed.stderr
+  assert f'Resumed from step {saved[-1]}' in resumed.stdout
+  assert not list(model_dir.glob('checkpoints/*tmp*'))
+
+
+def test_ctrl_c_during_set_up_is_one_line(tmp_path):
+  """Ctrl-C while the command imports, builds the pipeline or compiles: one
+  line, exit 130, no traceback and no crash at shutdown (the segfault of
+  an interpreter exiting under an XLA compile)."""
+  proc = subprocess.Popen(
+      train_runs.train_command(tmp_path, tmp_path / 'set_up', 1000,
+                               *_BINDINGS),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  time.sleep(4)
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == errors.INTERRUPTED_EXIT_CODE, (out, err[-3000:])
+  _no_traceback(err)
+  assert 'Interrupted (Ctrl-C): stopped at once' in err or re.search(
+      r'^Interrupted at step \d+', out, re.M), (out, err[-3000:])
+
+
+def test_watcher_turns_ctrl_c_into_a_stop_and_a_second_into_keyboard_interrupt():
+  before = signal.getsignal(signal.SIGINT)
+  with preemption.Watcher(lambda step: False) as watcher:
+    signal.raise_signal(signal.SIGINT)
+    assert watcher.reached(1)
+    assert watcher.exit_code == errors.INTERRUPTED_EXIT_CODE
+    with pytest.raises(KeyboardInterrupt):
+      signal.raise_signal(signal.SIGINT)
+  assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_sigterm_then_ctrl_c_exits_as_preempted():
+  with preemption.Watcher(lambda step: False) as watcher:
+    signal.raise_signal(signal.SIGTERM)
+    signal.raise_signal(signal.SIGINT)
+    assert watcher.exit_code == preemption.EXIT_CODE

@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from hyperprompt_jax import errors
 from hyperprompt_jax.tools.compare import sweep
 from hyperprompt_jax.training import preemption
 
@@ -79,9 +80,11 @@ def _train(command: list[str], log_path: str, cache_dir: str) -> int:
   """Runs the trainer with its output appended to `log_path`; its exit code.
 
   Unless the environment names one, runs share the JAX compilation cache
-  `cache_dir`: the seeds of a setting compile the same functions. A SIGTERM
-  to this process is passed on, so the run saves and exits with
-  `preemption.EXIT_CODE` even when only this process is signalled.
+  `cache_dir`: the seeds of a setting compile the same functions. The
+  trainer runs in a session of its own, so Ctrl-C in the terminal reaches
+  this process only; SIGTERM and SIGINT to this process are passed on once
+  each, so the run saves and exits with its code (`preemption.EXIT_CODE`,
+  `errors.INTERRUPTED_EXIT_CODE`), and a second Ctrl-C stops it at once.
   """
   with open(log_path, 'a') as log:
     log.write(f'$ {shlex.join(command)}\n')
@@ -89,14 +92,15 @@ def _train(command: list[str], log_path: str, cache_dir: str) -> int:
     env = dict(os.environ)
     env.setdefault('JAX_COMPILATION_CACHE_DIR', cache_dir)
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                               env=env)
-    previous = signal.signal(
-        signal.SIGTERM, lambda *_: process.send_signal(signal.SIGTERM))
+                               env=env, start_new_session=True)
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.signal(s, lambda signum, _: process.send_signal(
+        signum)) for s in signals}
     try:
       return process.wait()
     finally:
-      signal.signal(signal.SIGTERM, previous)
-
+      for s in signals:
+        signal.signal(s, previous[s])
 
 def _failure(log_path: str) -> str:
   """The log's `error: ...` line, else its last line."""
@@ -114,7 +118,8 @@ def _train_run(config: sweep.CompareConfig, run: sweep.Run, label: str
     Its per-task results, or None (said in one line) if it failed.
 
   Raises:
-    preemption.Preempted: the run was preempted (saved); run again.
+    preemption.Preempted: the run was preempted or interrupted (saved);
+      run again.
   """
   model_dir = config.model_dir(run)
   os.makedirs(model_dir, exist_ok=True)
@@ -124,10 +129,11 @@ def _train_run(config: sweep.CompareConfig, run: sweep.Run, label: str
   start = time.time()
   code = _train(train_command(config, run), log_path,
                 os.path.join(config.output_dir, CACHE_DIR))
-  if code == preemption.EXIT_CODE:
+  if code in (preemption.EXIT_CODE, errors.INTERRUPTED_EXIT_CODE):
+    cause = 'preempted' if code == preemption.EXIT_CODE else 'interrupted'
     raise preemption.Preempted(
-        f'{run.name} was preempted (saved in {model_dir}); run the same '
-        f'compare command again to continue (exit code {code})')
+        f'{run.name} was {cause} (saved in {model_dir}); run the same '
+        f'compare command again to continue (exit code {code})', code)
   results = finished_results(model_dir, config.steps) if code == 0 else None
   if results is None:
     reason = (f'exit code {code}: {_failure(log_path)}' if code else
