@@ -165,3 +165,40 @@ def test_array_bytes_of_tuples_and_tiled_layouts():
   """Catches layout tiles (`T(8,128)`) or memory spaces read as dimensions."""
   assert hlo_traffic.array_bytes(
       '(bf16[2,3]{1,0:T(8,128)(2,1)S(1)}, s8[5], pred[], token[])') == 12 + 5 + 1
+
+
+# On a v5e:2x2 topology (libtpu, no TPU): a scan of 8 layers whose [1024,
+# 1024] bf16 weights are split over the 4 chips and gathered in each layer.
+_TPU_SCAN_SCRIPT = textwrap.dedent("""
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.experimental import topologies
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    chips = topologies.get_topology_desc(topology_name='v5e:2x2',
+                                         platform='tpu').devices
+    mesh = Mesh(np.array(chips), ('x',))
+    w = jax.ShapeDtypeStruct((8, 1024, 1024), jnp.bfloat16,
+                             sharding=NamedSharding(mesh, P(None, 'x')))
+    x = jax.ShapeDtypeStruct((512, 1024), jnp.bfloat16,
+                             sharding=NamedSharding(mesh, P()))
+    def layers(w, x):
+      def layer(x, wi):
+        wi = jax.lax.with_sharding_constraint(wi, NamedSharding(mesh, P()))
+        return jnp.tanh(x @ wi), None
+      return jax.lax.scan(layer, x, w)[0]
+    print(jax.jit(layers).lower(w, x).compile().as_text())
+""")
+
+
+@pytest.mark.tpu_aot
+def test_tpu_scan_gathers_once_per_layer():
+  """8 layers x (4 - 1) x the 256 x 1024 bf16 shard each chip holds. Catches
+  TPU's loop (trip count only in its condition) counted once, or its
+  asynchronous all-gather counted per piece."""
+  pytest.importorskip('libtpu', reason='libtpu (pip install -e .[tpu]) absent')
+  from hyperprompt_jax.tools import plan  # pylint: disable=g-import-not-at-top
+  env = dict(os.environ, JAX_PLATFORMS='cpu', **plan._LIBTPU_HOST_ENV)  # pylint: disable=protected-access
+  hlo = subprocess.run([sys.executable, '-c', _TPU_SCAN_SCRIPT], env=env,
+                       check=True, capture_output=True, text=True).stdout
+  traffic = hlo_traffic.analyse(hlo)
+  assert traffic.ici_bytes['all-gather'] == 8 * 3 * 256 * 1024 * 2
+  assert traffic.loops_without_trip_count == 0
