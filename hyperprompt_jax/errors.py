@@ -3,11 +3,15 @@ exit codes of commands that stop early."""
 
 import contextlib
 import os
+import re
 import sys
 from typing import Iterator, Optional
 
 # 128 + SIGINT: what shells report for a command stopped by Ctrl-C.
 INTERRUPTED_EXIT_CODE = 130
+# sysexits.h EX_IOERR: a checkpoint could not be written (disk full,
+# permission or quota); the same command resumes once that is fixed.
+SAVE_FAILED_EXIT_CODE = 74
 # Where `stop_at_once` writes: the process's stderr, also while
 # `stderr_closed` points file descriptor 2 elsewhere.
 stderr_fd = 2
@@ -17,6 +21,8 @@ def first_line(e: BaseException, max_chars: Optional[int] = 200) -> str:
   """The first line of `e`'s message (TensorFlow's own text for its errors,
   without the op context it appends), or `e`'s type name if it has none."""
   text = (getattr(e, 'message', None) or str(e)).strip()
+  # TensorFlow prefixes op errors with the function they ran in.
+  text = re.sub(r'^\{\{function_node [^}]*\}\}\s*', '', text)
   return text.splitlines()[0][:max_chars] if text else type(e).__name__
 
 

@@ -238,9 +238,12 @@ def _raised_by_own_code(e: BaseException) -> bool:
 
 
 def _quiet_python_logs() -> None:
-  """Only errors from absl, TensorFlow and Python warnings reach the output."""
+  """absl, TensorFlow's Python logs and Python warnings stay quiet, but for
+  TensorFlow's errors."""
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-  absl_logging.set_verbosity(absl_logging.ERROR)
+  # Libraries log the errors they raise (orbax with tracebacks from its
+  # threads); the command says what went wrong in its own line.
+  absl_logging.set_verbosity(absl_logging.FATAL)
   logging.getLogger('tensorflow').setLevel(logging.ERROR)
   warnings.filterwarnings('ignore')
 
@@ -280,6 +283,10 @@ def _run_main(main) -> None:
   except preemption.Preempted as e:
     print(e, flush=True)
     sys.exit(e.exit_code)
+  except checkpoints.CheckpointSaveError as e:
+    print(f'error: {errors.first_line(e, max_chars=None)}', file=sys.stderr,
+          flush=True)
+    sys.exit(errors.SAVE_FAILED_EXIT_CODE)
   except (GinConfigError, checkpoints.CheckpointError, FloatingPointError,
           ValueError, OSError) as e:
     if not _raised_by_own_code(e):

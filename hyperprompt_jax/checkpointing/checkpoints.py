@@ -14,10 +14,12 @@ one is used; a checkpoint of another model (variant, size, number of tasks)
 is an error that names the first parameter that differs.
 """
 
+import contextlib
 import dataclasses
 import pathlib
+import re
 import shutil
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import jax
 import numpy as np
@@ -30,6 +32,8 @@ from hyperprompt_jax import errors
 from hyperprompt_jax.sharding import partitioning
 
 UNREADABLE_DIR = 'checkpoints_unreadable'
+# orbax writes a step (and each item) under this suffix, then renames it.
+_TMP_SUFFIX = '.orbax-checkpoint-tmp'
 # The trainer's `TrainState` (training/train_state.py), or any pytree of
 # arrays: checkpointing sits below training and does not import it.
 State = Any
@@ -37,6 +41,11 @@ State = Any
 
 class CheckpointError(RuntimeError):
   """A missing, unreadable or mismatching checkpoint; the message is one line."""
+
+
+class CheckpointSaveError(CheckpointError):
+  """A save failed (disk full, permission or quota lost); its partial files
+  are removed and earlier checkpoints are untouched."""
 
 
 class CheckpointMismatchError(CheckpointError):
@@ -53,6 +62,16 @@ class CheckpointConfig:
   """
   period: int = 1000
   keep: Optional[int] = 3
+
+
+def _io_cause(e: Exception) -> str:
+  """What went wrong in a failed write, without the file it was writing:
+  `No space left on device` of TensorFlow's `<file>; No space left on device
+  [Op:SaveV2]`, an OSError's strerror."""
+  if isinstance(e, OSError) and e.strerror:
+    return e.strerror
+  text = errors.first_line(e, max_chars=None)
+  return re.sub(r'\s*\[Op:\w+\]$', '', text.rsplit('; ', 1)[-1])[:200]
 
 
 def checkpoint_dir(model_dir: str) -> pathlib.Path:
@@ -102,6 +121,7 @@ class Checkpointer:
         read_only=read_only, create=not read_only,
         cleanup_tmp_directories=not read_only)
     self._manager = self._new_manager()
+    self._writing: Optional[int] = None  # The step of the latest save.
 
   def _new_manager(self) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(self.directory, options=self._options,
@@ -121,16 +141,43 @@ class Checkpointer:
 
     The pipeline's state is captured now, before the call returns; the
     arrays are written in the background.
+
+    Raises:
+      CheckpointSaveError: this save, or the previous one still being
+        written, failed.
     """
     record = {'batches_consumed': batches.position, 'input_seed': batches.seed,
               'process_count': jax.process_count()}
-    return self._manager.save(
-        int(state.step),
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(record),
-            pipeline=iterator_checkpoint.IteratorSave(batches.iterator)),
-        force=force)
+    with self._saving(int(state.step)):
+      saved = self._manager.save(
+          int(state.step),
+          args=ocp.args.Composite(
+              state=ocp.args.StandardSave(state),
+              data=ocp.args.JsonSave(record),
+              pipeline=iterator_checkpoint.IteratorSave(batches.iterator)),
+          force=force)
+    if saved:
+      self._writing = int(state.step)
+    return saved
+
+  @contextlib.contextmanager
+  def _saving(self, step: Optional[int]) -> Iterator[None]:
+    """Turns a failed save into one CheckpointSaveError, after removing the
+    temporary folders it left (saves are atomic: nothing else changed)."""
+    try:
+      yield
+    except Exception as e:  # orbax, TensorFlow and the OS raise many types.
+      if jax.process_index() == 0:
+        for partial in self.directory.glob(f'*{_TMP_SUFFIX}*'):
+          shutil.rmtree(partial, ignore_errors=True)
+      latest = self.latest_step()
+      kept = (f'step {latest} is kept' if latest is not None
+              else 'no earlier checkpoint')
+      raise CheckpointSaveError(
+          f'could not save checkpoint {step} in {self.directory} '
+          f'({_io_cause(e)}; {kept}): free space, or restore write '
+          'permission or quota there, then run the same command again '
+          'to resume') from e
 
   def _checked_step(self, step: Optional[int]) -> int:
     """`step`, or the latest one, after checking that it was saved."""
@@ -312,7 +359,13 @@ class Checkpointer:
     return restored.state['params'], step
 
   def wait_until_finished(self) -> None:
-    self._manager.wait_until_finished()
+    """Waits for the save being written.
+
+    Raises:
+      CheckpointSaveError: it failed.
+    """
+    with self._saving(self._writing):
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
     self._manager.close()
