@@ -13,10 +13,11 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 import optax
 
+from hyperprompt_jax.sharding import mesh as mesh_lib
 from hyperprompt_jax.sharding import partitioning
 
 
@@ -271,3 +272,67 @@ def build_optimizer(optimizer, schedule: Schedule, trainable: Any,
       {'trainable': optimizer(schedule(), param_axes),
        'frozen': optax.set_to_zero()},
       labels)
+
+
+# Adafactor's factored statistics of a leaf, by the field of optax's
+# `FactoredState` that holds them: the index in `_factored_dims` of the axis
+# they average out (rows drop the largest axis, columns the second largest).
+_FACTORED_FIELDS = {'v_row': 1, 'v_col': 0}
+
+
+def _statistic_spec(field: Optional[str], param_shape: tuple[int, ...],
+                    param_spec: PartitionSpec,
+                    shape: tuple[int, ...]) -> Optional[PartitionSpec]:
+  """The spec of an optimizer statistic of a parameter, None if it is not one.
+
+  Args:
+    field: the state field that holds the statistic (e.g. 'v_row', 'mu').
+    param_shape, param_spec: the parameter's shape and partition spec.
+    shape: the statistic's shape.
+  """
+  if shape == param_shape:
+    return param_spec
+  if field in _FACTORED_FIELDS and len(param_shape) >= 2:
+    axis = _factored_dims(param_shape, 0)[_FACTORED_FIELDS[field]]
+    if shape == param_shape[:axis] + param_shape[axis + 1:]:
+      spec = tuple(param_spec) + (None,) * (len(param_shape) - len(param_spec))
+      return PartitionSpec(*spec[:axis], *spec[axis + 1:])
+  return None
+
+
+def state_shardings(opt_state: Any, params: Any, param_shardings: Any,
+                    mesh) -> Any:
+  """Shardings of an optimizer state for parameters sharded as given.
+
+  A statistic of a parameter (its state path ends with the parameter's
+  path) is split as the parameter: one shaped like it (Adam's moments,
+  Adafactor's unfactored second moments) takes its sharding; Adafactor's
+  factored row and column statistics take it without the axis they average
+  out, so they are split over 'data' and 'model' like their parameter, not
+  replicated. The rest (counters, placeholders) is replicated.
+
+  Args:
+    opt_state: the state of `build_optimizer`'s transformation (arrays or
+      shape structs).
+    params: the parameters (arrays or shape structs).
+    param_shardings: `NamedSharding`s of `params`.
+    mesh: the device mesh.
+  """
+  by_path = {
+      partitioning.key_names(path): (tuple(param.shape), sharding.spec)
+      for (path, param), sharding in zip(
+          jax.tree_util.tree_flatten_with_path(params)[0],
+          jax.tree.leaves(param_shardings))}
+
+  def leaf_sharding(path, leaf):
+    names = partitioning.key_names(path)
+    for start in range(len(names)):
+      if names[start:] not in by_path:
+        continue
+      field = names[start - 1] if start else None
+      spec = _statistic_spec(field, *by_path[names[start:]], tuple(leaf.shape))
+      if spec is not None:
+        return mesh_lib.divisible_sharding(leaf.shape, NamedSharding(mesh, spec))
+    return mesh_lib.replicated(mesh)
+
+  return jax.tree_util.tree_map_with_path(leaf_sharding, opt_state)

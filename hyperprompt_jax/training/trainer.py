@@ -144,8 +144,11 @@ class Trainer:
                                          param_axes)
     with self.activate():
       abstract_state = jax.eval_shape(self._create_state, self._rng)
-    self.state_shardings = train_state_lib.state_shardings(
-        abstract_state, self.param_shardings, mesh)
+    self.state_shardings = TrainState(
+        step=mesh_lib.replicated(mesh), params=self.param_shardings,
+        opt_state=optimizers.state_shardings(
+            abstract_state.opt_state, abstract_state.params,
+            self.param_shardings, mesh))
     self.abstract_state = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
         abstract_state, self.state_shardings)

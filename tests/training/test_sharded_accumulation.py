@@ -1,0 +1,101 @@
+"""The XXL memory settings on 8 host devices against the plain step.
+
+Fully sharded state (2-D partitioning, Adafactor's factored statistics split
+like their parameters), gradients accumulated over microbatches in the
+sharded layout, scanned layers recomputed in the backward pass: two steps
+give the parameters of the plain step (one device, one batch, no remat).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+import tiny_models as tm
+
+# Float32 throughout: the settings only reorder sums (over microbatches and
+# chips), which moves parameters by float rounding, far below this.
+RTOL, ATOL = 1e-5, 1e-7
+
+_SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path[:0] = {tests!r}
+    import jax
+    import numpy as np
+    from hyperprompt_jax.data import pipeline
+    from hyperprompt_jax.sharding import mesh as mesh_lib
+    from hyperprompt_jax.sharding import partitioning
+    from hyperprompt_jax.training import optimizers
+    from hyperprompt_jax.training import trainer as trainer_lib
+    import tiny_models as tm
+
+    def run(mesh, rules, microbatches, **t5):
+      shapes = {{k: v.shape for k, v in tm.train_batch(0).items()}}
+      trainer = trainer_lib.Trainer(
+          tm.model('global', **dict(tm.SHARDABLE, num_encoder_layers=2,
+                                    num_decoder_layers=2, scan_layers=True,
+                                    **t5)),
+          optimizers.Adafactor(min_dim_size_to_factor=8),
+          optimizers.Schedule(base_learning_rate=1e-2), mesh, shapes,
+          trainer_lib.TrainerConfig(num_microbatches=microbatches), rules)
+      state = trainer.init_state()
+      for step in range(2):
+        state, _ = trainer.train_step(state, pipeline.to_global(
+            tm.train_batch(step), trainer.batch_sharding))
+      return trainer, state
+
+    _, plain = run(mesh_lib.MeshConfig().make_mesh(jax.devices()[:1]),
+                   partitioning.logical_axis_rules(), 1)
+    sharded_trainer, sharded = run(
+        mesh_lib.MeshConfig(data=4, model=2).make_mesh(),
+        partitioning.logical_axis_rules(parameter_partitioning_dims=2), 4,
+        remat_policy='full')
+    paths = lambda tree: [jax.tree_util.keystr(p) for p, _ in
+                          jax.tree_util.tree_flatten_with_path(tree)[0]]
+    specs = lambda tree: [str(tuple(s.spec)) for s in jax.tree.leaves(tree)]
+    print(json.dumps({{
+        'mesh': dict(sharded_trainer.mesh.shape),
+        'params': [np.asarray(x).tolist() for x in jax.tree.leaves(
+            jax.device_get(plain.params))],
+        'sharded_params': [np.asarray(x).tolist() for x in jax.tree.leaves(
+            jax.device_get(sharded.params))],
+        'opt_paths': paths(sharded.opt_state),
+        'opt_specs': specs(sharded_trainer.state_shardings.opt_state),
+        'param_paths': paths(sharded.params),
+        'param_specs': specs(sharded_trainer.param_shardings),
+    }}))
+""")
+
+
+def _run_on_eight_devices():
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=os.environ.get(
+      'XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8')
+  script = _SCRIPT.format(tests=tm.script_path(__file__))
+  out = subprocess.run([sys.executable, '-c', script], env=env, check=True,
+                       capture_output=True, text=True).stdout
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def test_sharded_microbatched_remat_steps_equal_the_plain_step():
+  """Catches an accumulation that drops, repeats or misweights a
+  microbatch's gradients, or loses a chip's share of them when summed in
+  the sharded layout, and factored statistics split along the axis they
+  average out (their parameter's other axis must keep its split)."""
+  out = _run_on_eight_devices()
+  assert out['mesh'] == {'data': 4, 'model': 2}
+  for plain, sharded in zip(out['params'], out['sharded_params'],
+                            strict=True):
+    np.testing.assert_allclose(sharded, plain, rtol=RTOL, atol=ATOL)
+  assert any(not np.allclose(p, 0) for p in out['params'])
+
+  specs = dict(zip(out['opt_paths'], out['opt_specs'], strict=True))
+  kernel = "['encoder']['layers']['mlp']['wi_0']['kernel']"
+  param_spec = dict(zip(out['param_paths'], out['param_specs']))[kernel]
+  # [layers, embed 16, mlp 32]: rows average out mlp, columns embed.
+  assert param_spec == "(None, 'data', 'model')"
+  [v_row] = [s for p, s in specs.items() if p.endswith('.v_row' + kernel)]
+  [v_col] = [s for p, s in specs.items() if p.endswith('.v_col' + kernel)]
+  assert (v_row, v_col) == ("(None, 'data')", "(None, 'model')")
