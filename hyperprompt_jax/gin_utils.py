@@ -181,10 +181,19 @@ def parse_run_config(text: str, path: str) -> None:
                 flags=re.M)
   try:
     gin.parse_config(text)
+    missing = [name for name in ('model', 'train_dataset_cfg')
+               if name not in gin.get_bindings('train_loop.train')]
   except (ValueError, SyntaxError, ImportError, KeyError) as e:
+    problem = f'{type(e).__name__}: {errors.first_line(e)}'
+  else:
+    problem = (f"it binds no train_loop.train.{', '.join(missing)}"
+               if missing else None)
+  if problem:
     raise GinConfigError(
-        f'unreadable run config {path} ({type(e).__name__}: '
-        f'{errors.first_line(e)}); pass the MODEL_DIR of a training run') from e
+        f'unreadable run config {path} ({problem}): pass the MODEL_DIR of a '
+        'training run; if it is one, its config.gin is damaged: restore it '
+        "from a copy, or run train once more with the run's gin files (it "
+        'rewrites config.gin at the start)')
 
 
 @contextlib.contextmanager

@@ -92,7 +92,27 @@ def save_task_id_map(path: str, mapping: Mapping[str, int]) -> None:
 
 
 def load_task_id_map(path: str) -> dict[str, int]:
-  """Reads a map written by `save_task_id_map`, in id order."""
+  """Reads a map written by `save_task_id_map`, in id order.
+
+  Raises:
+    ValueError: the file is damaged (not JSON, or not ids 0..n-1 by task
+      name); the message is one line naming it and the fix.
+  """
   with tf.io.gfile.GFile(path) as f:
-    mapping = json.load(f)
+    text = f.read()
+  try:
+    mapping = json.loads(text)
+  except json.JSONDecodeError as e:
+    problem = f'JSONDecodeError: {e}'
+  else:
+    valid = isinstance(mapping, dict) and all(
+        isinstance(name, str) and isinstance(i, int)
+        for name, i in mapping.items()) and sorted(
+            mapping.values()) == list(range(len(mapping)))
+    problem = None if valid else 'not a map of task names to the ids 0..n-1'
+  if problem:
+    raise ValueError(
+        f'{path} is damaged ({problem}): restore it from a copy (an exported '
+        'model holds one), or delete it and run train again, which rewrites '
+        "it from the run's mixture")
   return dict(sorted(mapping.items(), key=lambda item: item[1]))

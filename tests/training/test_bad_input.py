@@ -1,6 +1,7 @@
 """Bad input ends with one line that names the problem and the fix; errors
 from inside JAX keep their traceback."""
 
+import shutil
 import types
 
 import gin
@@ -17,6 +18,7 @@ from hyperprompt_jax import infer
 from hyperprompt_jax.layers import masks
 from hyperprompt_jax.training import train_loop
 from tests import train_runs
+from tests import two_task_mixture
 
 
 @pytest.fixture
@@ -153,3 +155,64 @@ def test_a_pipeline_checkpoints_cannot_save_is_refused_before_training():
                      'data pipeline .*not Python generators'):
     iterator_checkpoint.check_saveable(iter(generated))
   iterator_checkpoint.check_saveable(iter(tf.data.Dataset.range(3)))
+
+
+@pytest.fixture(scope='module')
+def trained_run(tmp_path_factory):
+  """A MODEL_DIR trained 2 steps (checkpoint at 2)."""
+  tmp_path = tmp_path_factory.mktemp('damaged')
+  model_dir = tmp_path / 'run'
+  result = train_runs.train_in_process(
+      tmp_path, model_dir, 2, '--gin.train_loop.train.eval_dataset_cfg=None')
+  assert result.returncode == 0, result.stderr
+  return tmp_path, model_dir
+
+
+def _damaged_copy(trained_run, tmp_path, name, text):
+  """A copy of the trained run with file `name` replaced by `text`."""
+  model_dir = tmp_path / 'run'
+  shutil.copytree(trained_run[1], model_dir)
+  (model_dir / name).write_text(text)
+  return model_dir
+
+
+@pytest.mark.parametrize('text', ['{"synthetic_pair_synth', '[0, 1]',
+                                  '{"a": 0, "b": 5}'])
+def test_damaged_task_ids_file_is_one_line_in_train_and_infer(
+    trained_run, tmp_path, text):
+  """A truncated or rewritten task_ids.json: train and infer each end with
+  one line naming the file and the fix; the checkpoint stays. Catches a raw
+  JSONDecodeError traceback and ids silently shifted."""
+  model_dir = _damaged_copy(trained_run, tmp_path, 'task_ids.json', text)
+  expected = (f'error: {model_dir}/task_ids.json is damaged (')
+  fix = ('): restore it from a copy (an exported model holds one), or delete '
+         "it and run train again, which rewrites it from the run's mixture")
+  trained = train_runs.train_in_process(trained_run[0], model_dir, 4)
+  line = trained.stderr.strip()
+  assert line.startswith(expected) and line.endswith(fix), line
+  inferred = train_runs.infer(
+      tmp_path, f'--checkpoint={model_dir}',
+      f'--task={two_task_mixture.REVERSE}', '--input=123')
+  line = train_runs.error_line(inferred)
+  assert line.startswith(expected) and line.endswith(fix), line
+  assert train_runs.steps(model_dir) == [2]
+
+
+@pytest.mark.parametrize('keep_lines', [0, 5])
+def test_damaged_run_config_is_one_line_in_infer(trained_run, tmp_path,
+                                                 keep_lines):
+  """config.gin cut after `keep_lines` lines (a truncated write): infer says
+  in one line which file and how to get it back. Catches a KeyError
+  traceback from a config that parses but binds no model."""
+  text = (trained_run[1] / 'config.gin').read_text()
+  model_dir = _damaged_copy(trained_run, tmp_path, 'config.gin', ''.join(
+      text.splitlines(keepends=True)[:keep_lines]))
+  result = train_runs.infer(
+      tmp_path, f'--checkpoint={model_dir}',
+      f'--task={two_task_mixture.REVERSE}', '--input=123')
+  line = train_runs.error_line(result)
+  assert line.startswith(
+      f'error: unreadable run config {model_dir}/config.gin ('), line
+  assert line.endswith(
+      "its config.gin is damaged: restore it from a copy, or run train once "
+      "more with the run's gin files (it rewrites config.gin at the start)")
