@@ -14,6 +14,7 @@ import gin
 import jax
 import numpy as np
 import tensorflow as tf
+from jax.experimental import multihost_utils
 
 from hyperprompt_jax.checkpointing import checkpoint_import
 from hyperprompt_jax.checkpointing import checkpoints as checkpoints_lib
@@ -26,6 +27,7 @@ from hyperprompt_jax.training import evaluation
 from hyperprompt_jax.training import metric_writers
 from hyperprompt_jax.training import optimizers
 from hyperprompt_jax.training import preemption
+from hyperprompt_jax.training import run_lock
 from hyperprompt_jax.training import trainer as trainer_lib
 
 TASK_IDS_FILE = 'task_ids.json'
@@ -109,6 +111,30 @@ def _check_batch_size(batch_size: int, mesh) -> None:
         f'{data}, or set DATA_MESH_SIZE / MODEL_MESH_SIZE')
 
 
+def _hold_lock(model_dir: str) -> Optional[run_lock.RunLock]:
+  """Takes MODEL_DIR's lock on process 0 (returned; None elsewhere).
+
+  Raises:
+    run_lock.RunLockedError: on every process, if another trainer holds it.
+  """
+  lock, error = None, None
+  if jax.process_index() == 0:
+    lock = run_lock.RunLock(model_dir)
+    try:
+      lock.acquire()
+    except run_lock.RunLockedError as e:
+      error = e
+  if jax.process_count() > 1:
+    refused = multihost_utils.broadcast_one_to_all(np.asarray(error is not None))
+    if refused and error is None:
+      error = run_lock.RunLockedError(
+          f'MODEL_DIR {model_dir} is in use by another trainer (process 0 '
+          'says which)')
+  if error is not None:
+    raise error
+  return lock
+
+
 def _due(step: int, period: Optional[int], total: int) -> bool:
   return step == total or bool(period) and step % period == 0
 
@@ -145,6 +171,20 @@ class _Run:
     mesh = mesh_config.make_mesh()
     _check_batch_size(train_dataset_cfg.batch_size, mesh)
     _make_model_dir(model_dir)
+    self._lock = _hold_lock(model_dir)
+    try:
+      self._set_up(model, train_dataset_cfg, model_dir,
+                   initial_checkpoint_path, optimizer, schedule, mesh,
+                   trainer_config, checkpoint_config)
+    except BaseException:
+      self.release()
+      raise
+
+  def _set_up(self, model, train_dataset_cfg, model_dir,
+              initial_checkpoint_path, optimizer, schedule, mesh,
+              trainer_config, checkpoint_config) -> None:
+    """Writes the run files and builds the trainer, the data and the state
+    (`__init__`'s arguments, the lock held)."""
     _save_run_files(model_dir, train_dataset_cfg.mixture_or_task_name)
 
     converter = model.feature_converter_cls(pack=train_dataset_cfg.pack)
@@ -181,6 +221,11 @@ class _Run:
 
     self.writer = metric_writers.create_writer(model_dir, 'train')
     self.eval_writer = metric_writers.create_writer(model_dir, 'eval')
+
+  def release(self) -> None:
+    """Gives MODEL_DIR's lock back (process 0)."""
+    if self._lock is not None:
+      self._lock.release()
 
   def evaluate(self, step: int) -> evaluation.Results:
     """Evaluates the current params and writes the per-task metrics."""
@@ -318,5 +363,8 @@ def train(*,
   run = _Run(model, train_dataset_cfg, model_dir, initial_checkpoint_path,
              eval_dataset_cfg, eval_num_examples, optimizer, schedule,
              mesh_config, trainer_config, checkpoint_config)
-  run.loop(total_steps, log_period, eval_period)
-  return run.finish()
+  try:
+    run.loop(total_steps, log_period, eval_period)
+    return run.finish()
+  finally:
+    run.release()
