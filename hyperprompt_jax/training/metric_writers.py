@@ -13,12 +13,18 @@ import tqdm
 from clu import metric_writers
 
 
+# The console's train lines would grow by eight badput fields; the run's
+# totals are printed as one line of their own.
+TENSORBOARD_ONLY = ('badput/', 'run/')
+
+
 class ConsoleWriter(metric_writers.LoggingWriter):
   """Prints scalars as one line per step to stdout, e.g.
 
   `[train step 100] accuracy=0.41 learning_rate=0.001 loss=2.3 ...`
 
   Lines go through `tqdm.write` so they never break a live progress bar.
+  Scalars under `TENSORBOARD_ONLY` prefixes (goodput's parts) are left out.
   """
 
   def __init__(self, collection: str):
@@ -27,7 +33,10 @@ class ConsoleWriter(metric_writers.LoggingWriter):
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]):
     values = ' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
-                      for k, v in sorted(scalars.items()))
+                      for k, v in sorted(scalars.items())
+                      if not k.startswith(TENSORBOARD_ONLY))
+    if not values:
+      return
     tqdm.tqdm.write(f'[{self._collection} step {step}] {values}',
                     file=sys.stdout)
 

@@ -24,6 +24,7 @@ from hyperprompt_jax import errors
 from hyperprompt_jax.sharding import mesh as mesh_lib
 from hyperprompt_jax import tasks
 from hyperprompt_jax.training import evaluation
+from hyperprompt_jax.training import goodput as goodput_lib
 from hyperprompt_jax.training import metric_writers
 from hyperprompt_jax.training import optimizers
 from hyperprompt_jax.training import preemption
@@ -148,6 +149,7 @@ class _Run:
     checkpointer: MODEL_DIR's checkpoints.
     state: the latest `TrainState`.
     writer, eval_writer: train and eval metric writers.
+    goodput: where the run's wall time goes.
   """
 
   def __init__(self, model, train_dataset_cfg: data_lib.DatasetConfig,
@@ -161,6 +163,7 @@ class _Run:
     """Checks the settings, writes the run files and builds the trainer, the
     data and the state: resumed from MODEL_DIR, else fresh (with an imported
     backbone if given). Arguments as `train`'s."""
+    self.goodput = goodput_lib.Goodput()
     self._model_dir = model_dir
     self._eval_dataset_cfg = eval_dataset_cfg
     self._eval_num_examples = eval_num_examples
@@ -173,9 +176,10 @@ class _Run:
     _make_model_dir(model_dir)
     self._lock = _hold_lock(model_dir)
     try:
-      self._set_up(model, train_dataset_cfg, model_dir,
-                   initial_checkpoint_path, optimizer, schedule, mesh,
-                   trainer_config, checkpoint_config)
+      with self.goodput.timed('setup'):
+        self._set_up(model, train_dataset_cfg, model_dir,
+                     initial_checkpoint_path, optimizer, schedule, mesh,
+                     trainer_config, checkpoint_config)
     except BaseException:
       self.release()
       raise
@@ -243,13 +247,29 @@ class _Run:
   def log(self, step: int, window: MetricWindow) -> None:
     """Writes the window's summary; raises NonFiniteLossError on a NaN or
     infinite loss (before anything of this step is saved)."""
-    summary = window.summary()
+    with self.goodput.timed('train_step'):  # Waits for the window's steps.
+      summary = window.summary()
     if not np.isfinite(summary['loss']):
       raise NonFiniteLossError(
           f"loss is {summary['loss']} by step {step}; stopped without "
           f'saving (last checkpoint: step {self.checkpointer.latest_step()}): '
           'lower the learning rate or check the data')
-    self.writer.write_scalars(step, summary)
+    summary.update(self.goodput.window())
+    with self.goodput.timed('other'):
+      self.writer.write_scalars(step, summary)
+
+  def _wait_for_steps(self) -> None:
+    """Waits for the dispatched steps, so that the device time they take is
+    counted as training, not as the save or evaluation that follows."""
+    with self.goodput.timed('train_step'):
+      jax.block_until_ready(self.state)
+
+  def report_goodput(self) -> None:
+    """Writes the run's goodput and badput parts (console and TensorBoard)."""
+    self.writer.write_scalars(int(self.state.step), {
+        f'run/{k}': v for k, v in self.goodput.total().items()})
+    if jax.process_index() == 0:
+      print(self.goodput.summary_line(), flush=True)
 
   def loop(self, total_steps: int, log_period: int,
            eval_period: Optional[int]) -> None:
@@ -263,10 +283,18 @@ class _Run:
     # Saves and evaluations fall between windows, so throughput counts
     # training only.
     window = MetricWindow()
+    first_step = int(self.state.step) + 1
     with preemption.Watcher(self.checkpointer.reached_preemption) as watcher:
-      for step in range(int(self.state.step) + 1, total_steps + 1):
-        self.state, metrics = self.trainer.train_step(self.state,
-                                                      next(self.batches))
+      for step in range(first_step, total_steps + 1):
+        with self.goodput.timed('input'):
+          batch = next(self.batches)
+        if step == first_step:
+          with self.goodput.timed('compile'):
+            self.state, metrics = self.trainer.train_step(self.state, batch)
+            jax.block_until_ready(self.state)
+        else:
+          with self.goodput.timed('train_step'):
+            self.state, metrics = self.trainer.train_step(self.state, batch)
         window.add(metrics)
         if bar:
           bar.update()
@@ -279,19 +307,25 @@ class _Run:
         if log_due:
           self.log(step, window)
         if save_due or preempted:
-          self.checkpointer.save(self.state, self.batches,
-                                 force=step == total_steps or preempted)
+          self._wait_for_steps()
+          with self.goodput.timed('checkpoint'):
+            self.checkpointer.save(self.state, self.batches,
+                                   force=step == total_steps or preempted)
         if preempted:
-          self.checkpointer.wait_until_finished()
+          with self.goodput.timed('checkpoint'):
+            self.checkpointer.wait_until_finished()
           if bar:
             bar.close()
+          self.report_goodput()
           raise preemption.Preempted(
               f'{watcher.cause} at step {step}: saved '
               f'{self.checkpointer.directory / str(step)}; run the same '
               f'command again to resume (exit code {watcher.exit_code})',
               watcher.exit_code)
         if eval_due:
-          self.evaluate(step)
+          self._wait_for_steps()
+          with self.goodput.timed('evaluation'):
+            self.evaluate(step)
         if log_due:
           window = MetricWindow()
     if bar:
@@ -299,19 +333,22 @@ class _Run:
 
   def finish(self) -> evaluation.Results:
     """Waits for the last save, then evaluates the final params (if there is
-    eval data) and writes MODEL_DIR/eval_results.json."""
-    self.checkpointer.wait_until_finished()
-    self.checkpointer.close()
+    eval data) and writes MODEL_DIR/eval_results.json; reports goodput."""
+    with self.goodput.timed('checkpoint'):
+      self.checkpointer.wait_until_finished()
+      self.checkpointer.close()
+    results = {}
+    if self._eval_dataset_cfg is not None:
+      step = int(self.state.step)
+      with self.goodput.timed('evaluation'):
+        results = self.evaluate(step)
+      self.eval_writer.flush()
+      if jax.process_index() == 0:
+        path = evaluation.write_results(self._model_dir, step, results)
+        print(f'Per-task results at step {step} ({path}):')
+        print(evaluation.format_table(results))
+    self.report_goodput()
     self.writer.flush()
-    if self._eval_dataset_cfg is None:
-      return {}
-    step = int(self.state.step)
-    results = self.evaluate(step)
-    self.eval_writer.flush()
-    if jax.process_index() == 0:
-      path = evaluation.write_results(self._model_dir, step, results)
-      print(f'Per-task results at step {step} ({path}):')
-      print(evaluation.format_table(results))
     return results
 
 
