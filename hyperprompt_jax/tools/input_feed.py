@@ -14,16 +14,18 @@ format (`ROWS_PER_FILE` rows per dataset, sentences of about
 local file (the T5 model is on gs://), a model trained on the generated text
 with one piece per word tokenizes them, close to T5's 1.3 pieces per
 English word. A run whose benchmark source is already local reads its own
-files.
+files; SuperGLUE is read only so.
 """
 
-import contextlib
+import atexit
 import dataclasses
+import functools
 import os
 import pathlib
+import shutil
 import tempfile
 import time
-from typing import Iterator, Optional, Type
+from typing import Optional, Type
 
 import gin
 import numpy as np
@@ -116,36 +118,56 @@ def _train_sentencepiece(sentences: list[str], folder: pathlib.Path) -> str:
   return prefix + '.model'
 
 
-def _reads_glue(mixture_or_task_name: str) -> bool:
+def _benchmarks_read(mixture_or_task_name: str) -> set[str]:
+  """Which of 'glue' and 'super_glue' the mixture's tasks read."""
   from hyperprompt_jax.tasks import glue  # pylint: disable=g-import-not-at-top
+  from hyperprompt_jax.tasks import super_glue  # pylint: disable=g-import-not-at-top
   provider = seqio.get_mixture_or_task(mixture_or_task_name)
-  tasks = getattr(provider, 'tasks', [provider])
-  names = {glue.task_name(n) for n in glue.GLUE_TASKS}
-  return any(t.name in names for t in tasks)
+  names = {t.name for t in getattr(provider, 'tasks', [provider])}
+  return {benchmark for benchmark, module, datasets in (
+      ('glue', glue, glue.GLUE_TASKS),
+      ('super_glue', super_glue, super_glue.SUPER_GLUE_TASKS))
+          if names & {module.task_name(n) for n in datasets}}
 
 
-@contextlib.contextmanager
-def offline_sources(mixture_or_task_name: str) -> Iterator[bool]:
+@functools.lru_cache(maxsize=None)
+def _generated_files() -> tuple[str, str]:
+  """(GLUE folder, SentencePiece model) generated once per process, removed
+  at its exit."""
+  folder = pathlib.Path(tempfile.mkdtemp(prefix='input_feed_'))
+  atexit.register(shutil.rmtree, folder, ignore_errors=True)
+  sentences = write_glue_files(folder / 'glue')
+  return str(folder / 'glue'), _train_sentencepiece(sentences, folder)
+
+
+def use_generated_glue(mixture_or_task_name: str) -> bool:
   """Points GLUE at generated local files (and, where the SentencePiece model
-  is not local, a model trained on them) unless the run reads local files
-  already; yields whether it did. The gin bindings stay until the config is
+  is not local, the model trained on them) unless the run reads local files
+  of its own; whether it did. The gin bindings stay until the config is
   cleared."""
   from hyperprompt_jax import tasks  # pylint: disable=g-import-not-at-top
-  if (not _reads_glue(mixture_or_task_name) or
-      tasks.benchmark_source().kind == 'local'):
-    yield False
-    return
-  with tempfile.TemporaryDirectory(prefix='input_feed_') as folder:
-    folder = pathlib.Path(folder)
-    sentences = write_glue_files(folder / 'glue')
-    bindings = ["hyperprompt_jax.tasks.benchmark_source.kind = 'local'",
-                f"hyperprompt_jax.tasks.benchmark_source.glue_dir = '{folder}/glue'"]
-    if _local_sentencepiece_model() is None:
-      bindings.append(
-          'hyperprompt_jax.tasks.get_vocabulary.sentencepiece_model_path = '
-          f"'{_train_sentencepiece(sentences, folder)}'")
-    gin.parse_config(bindings)
-    yield True
+  benchmarks = _benchmarks_read(mixture_or_task_name)
+  source = tasks.benchmark_source()
+  if 'super_glue' in benchmarks and source.kind != 'local':
+    # TFDS would download it; no generator writes its JSONL files.
+    raise ValueError(
+        f'--input_feed reads {mixture_or_task_name} from TFDS, which the plan '
+        'does not download: give SuperGLUE\'s official files, '
+        "--gin.hyperprompt_jax.tasks.benchmark_source.kind=\"'local'\" "
+        "--gin.hyperprompt_jax.tasks.benchmark_source.super_glue_dir=\"'DIR'\""
+        ' (and glue_dir for GLUE)')
+  if 'glue' not in benchmarks:
+    return False
+  glue_dir, model = _generated_files()
+  if source.kind == 'local' and source.local_dirs['glue'] != glue_dir:
+    return False
+  bindings = ["hyperprompt_jax.tasks.benchmark_source.kind = 'local'",
+              f"hyperprompt_jax.tasks.benchmark_source.glue_dir = '{glue_dir}'"]
+  if _local_sentencepiece_model() is None:
+    bindings.append('hyperprompt_jax.tasks.get_vocabulary.'
+                    f"sentencepiece_model_path = '{model}'")
+  gin.parse_config(bindings)
+  return True
 
 
 def _local_sentencepiece_model() -> Optional[str]:
@@ -165,15 +187,14 @@ def measure(cfg, feature_converter_cls: Type[seqio.FeatureConverter],
   `host_batch_size` rows per batch."""
   from hyperprompt_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   cfg = dataclasses.replace(cfg, batch_size=host_batch_size)
-  with offline_sources(cfg.mixture_or_task_name) as generated:
-    batches = pipeline.get_dataset(cfg, feature_converter_cls)
-    iterator = batches.as_numpy_iterator()
-    for _ in range(warmup):
-      next(iterator)
-    cpu, wall = time.process_time(), time.perf_counter()
-    for _ in range(num_batches):
-      next(iterator)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+  generated = use_generated_glue(cfg.mixture_or_task_name)
+  iterator = pipeline.get_dataset(cfg, feature_converter_cls).as_numpy_iterator()
+  for _ in range(warmup):
+    next(iterator)
+  cpu, wall = time.process_time(), time.perf_counter()
+  for _ in range(num_batches):
+    next(iterator)
+  cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
   return FeedCost(host_batch_size=host_batch_size,
                   core_seconds_per_batch=cpu / num_batches,
                   wall_seconds_per_batch=wall / num_batches,

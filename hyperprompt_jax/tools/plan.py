@@ -251,7 +251,8 @@ def prepare_environment(topologies: Sequence[Topology]) -> None:
         "pip install -e '.[tpu]' (or run make plan), or plan for "
         '--topology=cpu:N')
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-  if tpu:
+  # An installed libtpu starts with JAX even for cpu:N plans.
+  if tpu or importlib.util.find_spec('libtpu') is not None:
     for key, value in _LIBTPU_HOST_ENV.items():
       os.environ.setdefault(key, value)
   cpus = [int(t.shape) for t in topologies if t.kind == 'cpu']
@@ -692,7 +693,8 @@ def _loop_free_bindings(settings: dict[str, Any]) -> list[str]:
 
 
 def _with_input_feed(plan: Plan, settings: dict[str, Any], batches: int,
-                     measured: dict[tuple[str, int], Any]) -> Plan:
+                     measured: dict[tuple[str, int],
+                                    input_feed_lib.FeedCost]) -> Plan:
   """`plan` with its host's input-feed cost, measured once per run and rows
   per host (kept in `measured`)."""
   dataset = settings['train_dataset_cfg']
