@@ -1,6 +1,6 @@
 """Learning-rate schedules against hand-computed values; Adafactor against
 optax's, per layer of a `layers` axis against separate leaves, and (with
-t5x) against t5x's Adafactor."""
+t5x) against t5x's Adafactor; the shardings of its statistics."""
 
 import functools
 import math
@@ -8,6 +8,7 @@ import math
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import optax
 import pytest
@@ -209,3 +210,31 @@ def test_adafactor_with_param_axes_updates_as_t5x_adafactor():
       per_leaf_params).items()
              if not np.allclose(value, want[path], rtol=1e-4, atol=1e-6)]
   assert differs and all('hyperprompt' in p for p in differs)
+
+
+def test_factored_statistics_are_split_like_their_parameter():
+  """Rows drop the parameter's largest axis and columns its second largest,
+  each keeping the other's split; for a square kernel the shapes alone
+  cannot tell rows from columns (the mistake this catches)."""
+  params = {'square': jnp.zeros((16, 16)), 'wide': jnp.zeros((2, 8, 32)),
+            'bias': jnp.zeros((32,))}
+  devices = mesh.MeshConfig().make_mesh()
+  specs = {'square': P('data', 'model'), 'wide': P(None, 'data', 'model'),
+           'bias': P('model')}
+  shardings = {k: NamedSharding(devices, s) for k, s in specs.items()}
+  tx = optimizers.build_optimizer(
+      optimizers.Adafactor(min_dim_size_to_factor=8), optimizers.Schedule(),
+      jax.tree.map(lambda _: True, params))
+  state = tx.init(params)
+  got = optimizers.state_shardings(state, params, shardings, devices)
+  is_factored = lambda x: isinstance(x, optax.FactoredState)
+  [factored] = filter(is_factored, jax.tree.leaves(got, is_leaf=is_factored))
+  spec = lambda field, name: tuple(getattr(factored, field)[name].spec)
+  assert (spec('v_row', 'square'), spec('v_col', 'square')) == (
+      ('data',), ('model',))
+  assert (spec('v_row', 'wide'), spec('v_col', 'wide')) == (
+      (None, 'data'), (None, 'model'))
+  # Unfactored: the second moment is shaped like the bias and split like it.
+  assert spec('v', 'bias') == ('model',)
+  assert all(tuple(s.spec) == () for s in jax.tree.leaves(
+      (factored.count, factored.v['square'], factored.v_row['bias'])))
