@@ -48,8 +48,8 @@ class IteratorHandler(ocp.CheckpointHandler):
       # A readable state whose pipeline nodes this pipeline lacks; damaged
       # files raise other errors.
       raise StateMismatchError(
-          'it is the state of another pipeline (the dataset definition '
-          'changed since it was saved)') from e
+          'it is the state of another pipeline: the dataset definition '
+          'changed since it was saved') from e
     return args.iterator
 
   def metadata(self, directory: epath.Path) -> None:
