@@ -192,6 +192,21 @@ def test_plan_compiles_for_a_tpu_v4_slice(tmp_path):
 
 
 @pytest.mark.tpu_aot
+def test_plan_compiles_for_a_tpu_v6e_slice(tmp_path):
+  """libtpu 0.0.42 knows v6e: 4 chips of 32 GiB, 918 TFLOP/s and 1640 GB/s
+  (cloud.google.com/tpu/docs/v6e). Catches v6e missing from the chip table
+  or from the topology forms, or another chip's figures used for it."""
+  pytest.importorskip('libtpu', reason='libtpu (pip install -e .[tpu]) absent')
+  out, _ = run_plan(tmp_path, '--topology=v6e:2x2')
+  [p] = out['plans']
+  assert p['chip'] == 'TPU v6e' and p['num_chips'] == 4
+  assert p['hbm_bytes'] == 32 * plan.GIB and p['num_hosts'] == 1
+  assert p['step']['flops_seconds'] == pytest.approx(p['flops'] / 918e12)
+  assert p['step']['hbm_seconds'] == pytest.approx(
+      p['bytes_accessed'] / 1640e9)
+
+
+@pytest.mark.tpu_aot
 def test_planned_flops_of_loops_match_the_unrolled_step(tmp_path):
   """Scanned layers (remat) and microbatches: the planned FLOPs per chip are
   within 3% of the same step compiled without loops."""
