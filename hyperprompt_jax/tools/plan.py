@@ -36,7 +36,7 @@ import os
 import pathlib
 import re
 import sys
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from hyperprompt_jax import errors
 from hyperprompt_jax import gin_utils
@@ -221,21 +221,9 @@ class Plan:
   input_cores: Optional[float] = None
 
 
-@contextlib.contextmanager
-def _stderr_closed(quiet: bool) -> Iterator[None]:
+def _stderr_closed(quiet: bool):
   """libtpu and XLA write C++ logs to fd 2; drop them unless --verbose."""
-  if not quiet:
-    yield
-    return
-  sys.stderr.flush()
-  saved = os.dup(2)
-  try:
-    with open(os.devnull, 'w') as devnull:
-      os.dup2(devnull.fileno(), 2)
-      yield
-  finally:
-    os.dup2(saved, 2)
-    os.close(saved)
+  return errors.stderr_closed() if quiet else contextlib.nullcontext()
 
 
 def prepare_environment(topologies: Sequence[Topology]) -> None:
