@@ -1,4 +1,5 @@
-"""The XXL memory settings on 8 host devices against the plain step.
+"""The settings that save memory at XXL, on 8 host devices, against the
+plain step.
 
 Fully sharded state (2-D partitioning, Adafactor's factored statistics split
 like their parameters), gradients accumulated over microbatches in the
