@@ -99,9 +99,8 @@ class Predictor:
     data_size = self.mesh.shape['data']
     self.batch_size = -(-batch_size // data_size) * data_size
     self._batch_sharding = mesh_lib.batch_sharding(self.mesh)
-    lengths = self._converter.get_model_feature_lengths(
-        self.task_feature_lengths)
-    input_shapes = {k: (self.batch_size, n) for k, n in lengths.items()}
+    input_shapes = self._converter.batch_shapes(self.task_feature_lengths,
+                                                self.batch_size)
     abstract, self._param_shardings, _ = trainer_lib.abstract_params(
         self.model, self.mesh, self._rules, input_shapes,
         jax.random.PRNGKey(0))

@@ -92,19 +92,19 @@ def unpacked_batch(seed: int = 0, batch=2, enc_len=7, dec_len=5, task_ids=(0, 1)
 
 def train_batch(seed: int, batch=8, length=6, vocab=64):
   """A trainer's batch: random rows with some padding, a task per row
-  broadcast to its tokens, and loss weights."""
+  (`task_ids` `[batch]`, as the feature converter gives rows of one task),
+  and loss weights."""
   rng = np.random.RandomState(seed)
   targets = rng.randint(2, vocab, (batch, length)).astype(np.int32)
   targets[:, -rng.randint(1, 3):] = 0  # some padding
-  task = np.repeat(rng.randint(0, NUM_TASKS, (batch, 1)), length, 1)
+  task = rng.randint(0, NUM_TASKS, (batch,))
   return {
       'encoder_input_tokens': rng.randint(2, vocab, (batch, length)).astype(
           np.int32),
       'decoder_target_tokens': targets,
       'decoder_input_tokens': np.pad(targets[:, :-1], ((0, 0), (1, 0))),
       'decoder_loss_weights': (targets > 0).astype(np.float32),
-      'encoder_task_ids': task.astype(np.int32),
-      'decoder_task_ids': task.astype(np.int32),
+      'task_ids': task.astype(np.int32),
   }
 
 

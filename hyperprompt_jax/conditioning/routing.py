@@ -42,9 +42,12 @@ def row_task_ids(task_ids: jnp.ndarray | None) -> jnp.ndarray | None:
 def decoding_task_ids(batch) -> jnp.ndarray | None:
   """`[batch]` task of each row of a batch to decode, for both stacks.
 
-  Decoded rows are unpacked. Their task comes from the encoder's ids: a
-  predicted batch's own `decoder_task_ids` may be all padding.
+  Decoded rows are unpacked, so the feature converter gives them `task_ids`
+  `[batch]`; batches that carry token ids take each row's task from the
+  encoder's: a predicted batch's own `decoder_task_ids` may be all padding.
   """
+  if batch.get('task_ids') is not None:
+    return batch['task_ids']
   return row_task_ids(batch.get('encoder_task_ids'))
 
 
@@ -53,9 +56,10 @@ def stack_task_ids(task_ids, name: str, packed: bool,
   """`[batch]` row task ids of rows of one task, `[batch, len]` token task ids
   of packed rows that mix tasks: the form the `route_*` functions take.
 
-  Callers that know each row's task (decoding, prediction) pass `[batch]`
-  row ids; batches from the feature converter carry `[batch, len]` token
-  ids. Unpacked rows hold one task, and so do packed rows under
+  The feature converter gives rows of one task `[batch]` `task_ids`, and
+  only packed rows that may mix tasks `[batch, len]` token ids; `[batch,
+  len]` ids of rows of one task (hand-built batches) are reduced to their
+  first token's. Unpacked rows hold one task, and so do packed rows under
   `hp.one_task_per_row`: routing them per row spares scoring every task's
   prompt slots (or applying every task's adapters) in every row.
   """

@@ -85,13 +85,17 @@ def get_dataset(cfg: DatasetConfig,
   return ds
 
 
-TASK_ID_FEATURES = ('encoder_task_ids', 'decoder_task_ids')
+TASK_ID_FEATURES = ('task_ids', 'encoder_task_ids', 'decoder_task_ids')
 
 
 def check_task_ids(batch: Mapping[str, np.ndarray], num_tasks: int,
                    one_task_per_row: bool = False) -> None:
   """Raises ValueError unless every task id lies in [0, num_tasks) and, with
   `one_task_per_row`, every packed row's examples are of one task.
+
+  Rows of one task carry `task_ids` `[batch]`; packed rows that may mix
+  tasks `encoder_task_ids` / `decoder_task_ids` `[batch, length]`, which
+  `one_task_per_row` rejects where a row mixes tasks.
 
   Under `jit` an id out of range would be silently clamped by the gathers,
   and a row of several tasks routed by its first, so both are checked here,
@@ -107,7 +111,8 @@ def check_task_ids(batch: Mapping[str, np.ndarray], num_tasks: int,
           f'{name} holds task id {int(bad[0])}, outside [0, {num_tasks}) of '
           f'NUM_TASKS={num_tasks}: set NUM_TASKS to the number of tasks of the '
           'mixture (gin: NUM_TASKS = @tasks.num_tasks())')
-    segments = batch.get(name.replace('task', 'segment'))
+    segments = None if name == 'task_ids' else batch.get(
+        name.replace('_task', '_segment'))
     if one_task_per_row and segments is not None:
       mixed = np.any((segments > 0) & (ids != ids[:, :1]), axis=1)
       if mixed.any():

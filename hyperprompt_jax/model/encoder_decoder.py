@@ -24,7 +24,7 @@ Batch = Mapping[str, jnp.ndarray]
 MODULE_FEATURES = (
     'encoder_input_tokens', 'decoder_input_tokens', 'decoder_target_tokens',
     'encoder_segment_ids', 'decoder_segment_ids', 'encoder_positions',
-    'decoder_positions', 'encoder_task_ids', 'decoder_task_ids')
+    'decoder_positions', 'task_ids', 'encoder_task_ids', 'decoder_task_ids')
 
 
 def initial_variables(module: nn.Module, rng: jnp.ndarray,
@@ -32,17 +32,18 @@ def initial_variables(module: nn.Module, rng: jnp.ndarray,
                       input_types: Mapping[str, Any] | None = None):
   """Initialises `module` (`{'params', 'params_axes'}`) from batch shapes.
 
-  Features the network reads are made of ones; task ids missing from
-  `input_shapes` default to zeros shaped like the tokens, as t5x passes no
-  task ids.
+  Features the network reads are made of ones; without task ids in
+  `input_shapes` (neither `task_ids` `[batch]` nor token ids), token ids of
+  zeros shaped like the tokens stand in.
   """
   input_types = input_types or {}
   dummy = {name: jnp.ones(shape, input_types.get(name, jnp.int32))
            for name, shape in input_shapes.items() if name in MODULE_FEATURES}
-  for name in ('encoder_task_ids', 'decoder_task_ids'):
-    prefix = name.split('_')[0]
-    dummy.setdefault(name, jnp.zeros(input_shapes[f'{prefix}_input_tokens'],
-                                     jnp.int32))
+  if 'task_ids' not in dummy:
+    for name in ('encoder_task_ids', 'decoder_task_ids'):
+      prefix = name.split('_')[0]
+      dummy.setdefault(name, jnp.zeros(input_shapes[f'{prefix}_input_tokens'],
+                                       jnp.int32))
   params_rng, dropout_rng = jax.random.split(rng)
   return module.init({'params': params_rng, 'dropout': dropout_rng}, **dummy,
                      enable_dropout=False)
@@ -160,7 +161,7 @@ class EncoderDecoderModel:
 
     Args:
       params: model parameters.
-      batch: features with `encoder_input_tokens` (and `encoder_task_ids`).
+      batch: features with `encoder_input_tokens` (and `task_ids` `[batch]`).
       rng: PRNG key for `decoder='sample'`.
       decoder: 'greedy', 'sample' (temperature, top-k) or 'beam'.
       max_decode_length: tokens to produce at most; defaults to the batch's

@@ -563,7 +563,7 @@ class Transformer(nn.Module):
   def __call__(self, encoder_input_tokens, decoder_input_tokens,
                decoder_target_tokens, encoder_segment_ids=None,
                decoder_segment_ids=None, encoder_positions=None,
-               decoder_positions=None, encoder_task_ids=None,
+               decoder_positions=None, task_ids=None, encoder_task_ids=None,
                decoder_task_ids=None, *, enable_dropout: bool = True,
                decode: bool = False):
     """Logits `[batch, dec_len, vocab]` (float32) of a teacher-forced pass.
@@ -576,13 +576,17 @@ class Transformer(nn.Module):
       decoder_segment_ids: `[batch, dec_len]` example index when packed.
       encoder_positions: unused; relative attention needs no positions.
       decoder_positions: unused likewise.
-      encoder_task_ids: `[batch, enc_len]` task id of every input token, or
-        `[batch]` task of every row (rows of one task).
+      task_ids: `[batch]` task of every row, for both stacks, where rows
+        hold one task (the feature converter's `task_ids`); or instead:
+      encoder_task_ids: `[batch, enc_len]` task id of every input token
+        (packed rows that mix tasks), or `[batch]` task of every row.
       decoder_task_ids: `[batch, dec_len]` or `[batch]`, likewise.
       enable_dropout: applies dropout (needs a 'dropout' rng).
       decode: initialise the autoregressive cache (full-length call).
     """
     del encoder_positions
+    if task_ids is not None:
+      encoder_task_ids = decoder_task_ids = task_ids
     encoded = self.encode(encoder_input_tokens, encoder_segment_ids,
                           encoder_task_ids, enable_dropout)
     return self.decode(

@@ -1,8 +1,8 @@
 """The HyperPrompt network as a t5x model, for `python -m t5x.train`.
 
 t5x's `EncoderDecoderModel` calls the network without task ids. This subclass
-passes `encoder_task_ids` / `decoder_task_ids` (from
-`HyperPromptEncDecFeatureConverter`) through initialisation, the loss, scoring
+passes the task ids of `HyperPromptEncDecFeatureConverter` (`task_ids` per
+row, or `encoder_task_ids` / `decoder_task_ids` per token) through initialisation, the loss, scoring
 and decoding, and decodes with t5x's own decoding functions.
 
 Importing this module imports t5x; nothing else in `hyperprompt_jax` does, so
@@ -58,8 +58,10 @@ def adafactor_logical_factor_rules():
 class HyperPromptEncoderDecoderModel(models.EncoderDecoderModel):
   """t5x `EncoderDecoderModel` for `network.Transformer`, task ids included.
 
-  Batches carry `encoder_task_ids` `[batch, enc_len]` and `decoder_task_ids`
-  `[batch, dec_len]` next to t5x's usual encoder-decoder features.
+  Batches carry, next to t5x's usual encoder-decoder features, `task_ids`
+  `[batch]` where rows hold one task (unpacked, or packed by task), or
+  `encoder_task_ids` `[batch, enc_len]` and `decoder_task_ids`
+  `[batch, dec_len]` where packed rows mix tasks.
   """
 
   FEATURE_CONVERTER_CLS = feature_converter.HyperPromptEncDecFeatureConverter

@@ -145,7 +145,9 @@ def random_batch(shape: Shape, vocab_size: int, rows: str,
   `EXAMPLES_PER_PACKED_ROW` equal-length examples, with the segment ids and
   positions of seqio's packing: of one random task per row (`packed`, as
   our feature converter packs with `one_task_per_row`), or each of a random
-  task (`mixed`, as it packs by default).
+  task (`mixed`, as it packs by default). Rows of one task carry `task_ids`
+  `[batch]`, mixed rows `encoder_task_ids` / `decoder_task_ids`
+  `[batch, length]`, as the feature converter gives them.
   """
   rng = np.random.RandomState(seed)
   b = shape.batch_size
@@ -156,8 +158,6 @@ def random_batch(shape: Shape, vocab_size: int, rows: str,
   dec_segments, dec_positions = _segments(b, shape.target_length, pack)
   # Task of each row's segments 1.. (column 0: segment 0, never used).
   tasks = rng.randint(0, NUM_TASKS, (b, EXAMPLES_PER_PACKED_ROW + 1))
-  if rows != 'mixed':
-    tasks[:] = tasks[:, 1:2]
   # Each example's decoder input is its targets shifted right, from 0.
   shifted = np.where(dec_positions == 0, 0, np.roll(targets, 1, axis=1))
   batch = {
@@ -165,9 +165,12 @@ def random_batch(shape: Shape, vocab_size: int, rows: str,
       'decoder_target_tokens': targets,
       'decoder_input_tokens': shifted,
       'decoder_loss_weights': np.ones_like(targets),
-      'encoder_task_ids': np.take_along_axis(tasks, enc_segments, 1),
-      'decoder_task_ids': np.take_along_axis(tasks, dec_segments, 1),
   }
+  if rows == 'mixed':
+    batch.update(encoder_task_ids=np.take_along_axis(tasks, enc_segments, 1),
+                 decoder_task_ids=np.take_along_axis(tasks, dec_segments, 1))
+  else:
+    batch.update(task_ids=tasks[:, 1])
   if pack:
     batch.update(encoder_segment_ids=enc_segments,
                  decoder_segment_ids=dec_segments,

@@ -328,12 +328,12 @@ def make_mesh(settings: dict[str, Any], topology: Topology,
   return mesh
 
 
-def _input_shapes(settings: dict[str, Any]) -> dict[str, tuple[int, int]]:
-  """Model feature -> global batch shape, as the run's data pipeline makes."""
+def _input_shapes(settings: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+  """Model feature -> global batch shape (`[batch]` for `task_ids`,
+  `[batch, length]` for the others), as the run's data pipeline makes."""
   dataset, model = settings['train_dataset_cfg'], settings['model']
-  lengths = model.feature_converter_cls(
-      pack=dataset.pack).get_model_feature_lengths(dataset.task_feature_lengths)
-  return {k: (dataset.batch_size, n) for k, n in lengths.items()}
+  return model.feature_converter_cls(pack=dataset.pack).batch_shapes(
+      dataset.task_feature_lengths, dataset.batch_size)
 
 
 def _lower_step(settings: dict[str, Any], topology: Topology, mesh,
@@ -504,7 +504,8 @@ def plan_topology(run: str, settings: dict[str, Any], topology: Topology,
       parameter_partitioning_dims=(
           2 if ('embed', 'data') in rules else 1),
       batch_size=settings['train_dataset_cfg'].batch_size,
-      feature_lengths={k: n for k, (_, n) in _input_shapes(settings).items()},
+      feature_lengths={k: s[1] for k, s in _input_shapes(settings).items()
+                       if len(s) == 2},
       num_params=sum(x.size for x in jax.tree.leaves(
           trainer.abstract_state.params)),
       state_bytes=state_bytes,

@@ -192,10 +192,8 @@ class _Run:
     _save_run_files(model_dir, train_dataset_cfg.mixture_or_task_name)
 
     converter = model.feature_converter_cls(pack=train_dataset_cfg.pack)
-    lengths = converter.get_model_feature_lengths(
-        train_dataset_cfg.task_feature_lengths)
-    input_shapes = {k: (train_dataset_cfg.batch_size, n)
-                    for k, n in lengths.items()}
+    input_shapes = converter.batch_shapes(
+        train_dataset_cfg.task_feature_lengths, train_dataset_cfg.batch_size)
     self.trainer = trainer_lib.Trainer(model, optimizer, schedule, mesh,
                                        input_shapes, trainer_config)
 

@@ -1,4 +1,5 @@
-"""HyperPromptEncDecFeatureConverter: per-token task ids, packed and not."""
+"""HyperPromptEncDecFeatureConverter: task ids per row where rows hold one
+task, per token where packed rows mix tasks."""
 
 import numpy as np
 import pytest
@@ -30,27 +31,27 @@ def test_packed_rows_hold_one_task_each():
   examples = [*EXAMPLES, {'inputs': [6, 1], 'targets': [5, 1], 'task_id': 2}]
   converter = HyperPromptEncDecFeatureConverter(pack=True,
                                                one_task_per_row=True)
-  rows = {int(row['encoder_task_ids'][0]): row for row in
+  rows = {int(row['task_ids']): row for row in
           converter(_dataset(examples), LENGTHS).as_numpy_iterator()}
   assert sorted(rows) == [0, 1, 2]
   two = rows[2]
+  assert 'encoder_task_ids' not in two and 'decoder_task_ids' not in two
   # Task 2's examples share a row although task 0's came between them.
   np.testing.assert_array_equal(two['encoder_input_tokens'],
                                 [7, 8, 1, 6, 1, 0, 0, 0])
-  np.testing.assert_array_equal(two['encoder_task_ids'],
-                                [2, 2, 2, 2, 2, 0, 0, 0])
   np.testing.assert_array_equal(two['encoder_segment_ids'],
                                 [1, 1, 1, 2, 2, 0, 0, 0])
   np.testing.assert_array_equal(two['decoder_target_tokens'], [3, 1, 5, 1, 0])
-  np.testing.assert_array_equal(two['decoder_task_ids'], [2, 2, 2, 2, 0])
-  np.testing.assert_array_equal(rows[1]['decoder_task_ids'], [1, 1, 1, 0, 0])
+  np.testing.assert_array_equal(rows[1]['decoder_target_tokens'],
+                                [9, 9, 1, 0, 0])
 
 
 def test_task_zero_keeps_its_ids_when_packed():
   """Task 0's ids equal the padding value; packing must still keep them."""
   examples = [{'inputs': [4, 1], 'targets': [6, 6, 1], 'task_id': 0},
               {'inputs': [5, 1], 'targets': [7, 1], 'task_id': 0}]
-  converter = HyperPromptEncDecFeatureConverter(pack=True)
+  converter = HyperPromptEncDecFeatureConverter(pack=True,
+                                                one_task_per_row=False)
   (row,) = converter(_dataset(examples), LENGTHS).as_numpy_iterator()
   np.testing.assert_array_equal(row['encoder_task_ids'], [0] * 8)
   np.testing.assert_array_equal(row['encoder_segment_ids'],
@@ -58,29 +59,57 @@ def test_task_zero_keeps_its_ids_when_packed():
   np.testing.assert_array_equal(row['decoder_segment_ids'], [1, 1, 1, 2, 2])
 
 
-def test_unpacked_ids_fill_each_row():
+def test_unpacked_rows_carry_their_task():
   converter = HyperPromptEncDecFeatureConverter(pack=False)
   rows = list(converter(_dataset(EXAMPLES), LENGTHS).as_numpy_iterator())
   assert 'encoder_segment_ids' not in rows[0]
-  np.testing.assert_array_equal(rows[0]['encoder_task_ids'],
-                                [2, 2, 2, 0, 0, 0, 0, 0])
-  np.testing.assert_array_equal(rows[2]['decoder_task_ids'], [1, 1, 1, 0, 0])
-  np.testing.assert_array_equal(rows[1]['encoder_task_ids'],
-                                [0, 0, 0, 0, 0, 0, 0, 0])
+  assert 'encoder_task_ids' not in rows[0]
+  assert [row['task_ids'] for row in rows] == [2, 0, 1]
 
 
-@pytest.mark.parametrize('pack', [True, False])
-def test_model_feature_lengths_cover_task_ids(pack):
-  converter = HyperPromptEncDecFeatureConverter(pack=pack)
+# (pack, one_task_per_row) -> the batch shape of each task-id feature.
+_ROW_IDS = {'task_ids': (3,)}
+_TOKEN_IDS = {'encoder_task_ids': (3, 8), 'decoder_task_ids': (3, 5)}
+
+
+@pytest.mark.parametrize('pack,one_task_per_row,shapes', [
+    (False, False, _ROW_IDS), (False, True, _ROW_IDS),
+    (True, True, _ROW_IDS), (True, False, _TOKEN_IDS)])
+def test_rows_of_one_task_carry_batch_ids_and_mixed_rows_token_ids(
+    pack, one_task_per_row, shapes):
+  """`task_ids` `[batch]` where rows hold one task; `[batch, length]` token
+  ids only where packed rows may mix tasks; `batch_shapes` says the same."""
+  examples = [*EXAMPLES, {'inputs': [6, 1], 'targets': [5, 1], 'task_id': 2},
+              {'inputs': [3, 1], 'targets': [4, 1], 'task_id': 1}]
+  converter = HyperPromptEncDecFeatureConverter(
+      pack=pack, one_task_per_row=one_task_per_row, row_shuffle_buffer=1)
+  (batch,) = converter(_dataset(examples), LENGTHS).batch(
+      3, drop_remainder=True).take(1).as_numpy_iterator()
+  assert {k: v.shape for k, v in batch.items() if 'task' in k} == shapes
+  assert all(batch[k].dtype == np.int32 for k in shapes)
+  expected = {k: s for k, s in converter.batch_shapes(LENGTHS, 3).items()
+              if 'task' in k}
+  assert expected == shapes
+
+
+@pytest.mark.parametrize('pack,one_task_per_row', [
+    (False, False), (True, True), (True, False)])
+def test_model_feature_lengths_cover_task_ids(pack, one_task_per_row):
+  converter = HyperPromptEncDecFeatureConverter(
+      pack=pack, one_task_per_row=one_task_per_row)
   lengths = converter.get_model_feature_lengths(LENGTHS)
-  assert lengths['encoder_task_ids'] == 8 and lengths['decoder_task_ids'] == 5
   base = seqio.EncDecFeatureConverter(pack=pack).get_model_feature_lengths(
       LENGTHS)
-  assert set(lengths) == set(base) | {'encoder_task_ids', 'decoder_task_ids'}
+  if pack and not one_task_per_row:
+    assert lengths['encoder_task_ids'] == 8 and lengths['decoder_task_ids'] == 5
+    assert set(lengths) == set(base) | {'encoder_task_ids', 'decoder_task_ids'}
+  else:
+    assert set(lengths) == set(base) | {'task_ids'}
 
 
 def test_missing_or_wrong_task_id_is_an_error():
-  converter = HyperPromptEncDecFeatureConverter(pack=True)
+  converter = HyperPromptEncDecFeatureConverter(pack=True,
+                                                one_task_per_row=False)
   no_id = tf.data.Dataset.from_tensors({'inputs': [1], 'targets': [1]})
   with pytest.raises(ValueError, match="no 'task_id'"):
     converter(no_id, LENGTHS)
@@ -95,7 +124,8 @@ def test_packed_mixture_batches_have_the_right_task_per_segment():
   mixture = seqio.get_mixture_or_task('synthetic_mixture')
   ds = mixture.get_dataset(LENGTHS_32, split='validation', shuffle=True,
                            seed=0, num_epochs=1)
-  converter = HyperPromptEncDecFeatureConverter(pack=True)
+  converter = HyperPromptEncDecFeatureConverter(pack=True,
+                                                one_task_per_row=False)
   vocab = seqio.ByteVocabulary()
   names = list(hp_tasks.task_id_map('synthetic_mixture'))
   seen_ids = set()
@@ -117,7 +147,7 @@ def test_packed_mixture_batches_have_the_right_task_per_segment():
 
 def _rows(batch):
   return [{name: rows[i] for name, rows in batch.items()}
-          for i in range(len(batch['encoder_task_ids']))]
+          for i in range(len(batch['encoder_input_tokens']))]
 
 
 def _segments(row):
@@ -125,7 +155,9 @@ def _segments(row):
   for segment in set(row['encoder_segment_ids'].tolist()) - {0}:
     enc = row['encoder_segment_ids'] == segment
     dec = row['decoder_segment_ids'] == segment
-    yield (int(row['encoder_task_ids'][enc][0]),
+    task = row['task_ids'] if 'task_ids' in row else (
+        row['encoder_task_ids'][enc][0])
+    yield (int(task),
            tuple(row['encoder_input_tokens'][enc].tolist()),
            tuple(row['decoder_target_tokens'][dec].tolist()))
 
@@ -138,12 +170,10 @@ def test_packing_by_task_keeps_every_example_and_packs_as_densely():
                            seed=0, num_epochs=1)
   rows = list(HyperPromptEncDecFeatureConverter(
       pack=True, one_task_per_row=True)(ds, LENGTHS_32).as_numpy_iterator())
-  for row in rows:
-    real = row['encoder_segment_ids'] > 0
-    assert len(set(row['encoder_task_ids'][real].tolist())) == 1
+  assert all(row['task_ids'].shape == () for row in rows)
   packed = sorted(s for row in rows for s in _segments(row))
   unpacked = sorted(
-      (int(row['encoder_task_ids'][0]),
+      (int(row['task_ids']),
        tuple(row['encoder_input_tokens'][row['encoder_input_tokens'] > 0]),
        tuple(row['decoder_target_tokens'][row['decoder_target_tokens'] > 0]))
       for row in HyperPromptEncDecFeatureConverter(pack=False)(

@@ -93,9 +93,14 @@ def test_feature_converter_gives_each_token_its_tasks_id(mixture, pack):
           feature_converter.HyperPromptEncDecFeatureConverter(pack=pack)))
   seen = set()
   for row in ds.take(20).as_numpy_iterator():
-    for tokens, ids in ((row['encoder_input_tokens'], row['encoder_task_ids']),
-                        (row['decoder_target_tokens'],
-                         row['decoder_task_ids'])):
+    # Packed rows may mix tasks: ids per token; unpacked rows: one per row.
+    token_ids = lambda tokens, name: (
+        row[name] if pack else np.full_like(tokens, row['task_ids']))
+    for tokens, ids in (
+        (row['encoder_input_tokens'],
+         token_ids(row['encoder_input_tokens'], 'encoder_task_ids')),
+        (row['decoder_target_tokens'],
+         token_ids(row['decoder_target_tokens'], 'decoder_task_ids'))):
       letters = tokens[tokens > 1]  # Not padding or EOS.
       expected = np.isin(letters, _VOCABULARY.encode('by')).astype(np.int32)
       np.testing.assert_array_equal(ids[tokens > 1], expected)
@@ -113,8 +118,8 @@ def test_trainer_data_path_reads_the_mixture(mixture):
   for batch in ds.take(3).as_numpy_iterator():
     data_lib.check_task_ids(batch, hp_tasks.num_tasks(_MIXTURE),
                             one_task_per_row=True)
-    assert batch['encoder_task_ids'].shape == (4, 16)
-    assert batch['decoder_task_ids'].shape == (4, 8)
+    assert batch['task_ids'].shape == (4,)
+    assert batch['encoder_input_tokens'].shape == (4, 16)
 
 
 def test_batches_without_tf_data_autotuning_are_the_same(mixture):

@@ -22,17 +22,19 @@ def test_packed_rows_hold_examples_of_their_own_tasks(rows):
   assert segments.tolist() == [[1, 2, 3, 4]] * 2
   assert batch['encoder_segment_ids'].tolist() == [[1, 1, 2, 2, 3, 3, 4, 4]] * 2
   assert batch['encoder_positions'].tolist() == [[0, 1] * 4] * 2
-  # One task per example, the same on both sides.
-  for row in range(2):
-    by_segment = dict(zip(batch['encoder_segment_ids'][row],
-                          batch['encoder_task_ids'][row]))
-    assert [by_segment[s] for s in segments[row]] == list(
-        batch['decoder_task_ids'][row])
-  # `packed` rows hold one task each, as our feature converter packs them.
-  tasks_per_row = [len(set(ids)) for ids in batch['encoder_task_ids'].tolist()]
   if rows == 'packed':
-    assert tasks_per_row == [1, 1]
+    # One task per row, as our feature converter packs them: `[batch]` ids.
+    assert batch['task_ids'].shape == (2,)
+    assert 'encoder_task_ids' not in batch
   else:
+    # One task per example, the same on both sides; rows mix tasks.
+    for row in range(2):
+      by_segment = dict(zip(batch['encoder_segment_ids'][row],
+                            batch['encoder_task_ids'][row]))
+      assert [by_segment[s] for s in segments[row]] == list(
+          batch['decoder_task_ids'][row])
+    tasks_per_row = [len(set(ids))
+                     for ids in batch['encoder_task_ids'].tolist()]
     assert max(tasks_per_row) > 1
   # Decoder inputs: each example's targets shifted right from 0.
   starts = batch['decoder_positions'] == 0
@@ -42,7 +44,8 @@ def test_packed_rows_hold_examples_of_their_own_tasks(rows):
                                 targets[:, :-1][~starts[:, 1:]])
   unpacked = bench.random_batch(SHAPE, 384, 'unpacked')
   assert 'encoder_segment_ids' not in unpacked
-  assert np.all(unpacked['encoder_task_ids'] == unpacked['encoder_task_ids'][:, :1])
+  assert unpacked['task_ids'].shape == (2,)
+  assert 'encoder_task_ids' not in unpacked
 
 
 def test_bench_reports_flops_and_mfu_for_both_row_layouts(tmp_path, capsys,
