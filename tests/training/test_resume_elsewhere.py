@@ -5,9 +5,11 @@ elsewhere")."""
 
 import dataclasses
 import os
+import pathlib
 import re
 import shutil
 import subprocess
+import tarfile
 from unittest import mock
 
 import jax
@@ -24,6 +26,18 @@ _BINDINGS = ('--gin.train_loop.train.eval_dataset_cfg=None',)
 # devices reduce their halves of the batch, then add them) agree to this
 # fraction of their largest magnitude (as in test_multiprocess.py).
 RTOL = 1e-5
+# The tiny run of train_runs, packed by task, saved at step 2 (checkpoints,
+# task_ids.json, config.gin) by the pipeline before rows of one task carried
+# one task id (`task_ids` [batch]; the converter then gave every token an
+# id), made at commit a3827df with `train_runs.train_in_process(tmp,
+# tmp / 'run', 2, *_BY_TASK, '--gin.train_loop.train.eval_dataset_cfg=None',
+# '--gin.KEEP_CHECKPOINTS=1')`.
+_SAVED_BEFORE_ROW_TASK_IDS = (pathlib.Path(__file__).parent.parent /
+                              'fixtures' / 'run_before_row_task_ids.tar.xz')
+_BY_TASK = (
+    '--gin.hyperprompt_config.HyperPromptConfig.one_task_per_row=True',
+    '--gin.feature_converter.HyperPromptEncDecFeatureConverter.'
+    'one_task_per_row=True')
 # The runs' DatasetConfig.seed (gin/runs/base.gin's RANDOM_SEED).
 RANDOM_SEED = 0
 
@@ -36,12 +50,12 @@ def _devices_env(count: int) -> dict[str, str]:
               JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
 
 
-def _train(tmp_path, model_dir, steps, devices=1, processes=1):
+def _train(tmp_path, model_dir, steps, *extra, devices=1, processes=1):
   """Trains MODEL_DIR to `steps` with `processes` processes of `devices` CPU
   devices each; returns process 0's stdout."""
   if processes == 1:
     commands = [train_runs.train_command(tmp_path, model_dir, steps,
-                                         *_BINDINGS)]
+                                         *_BINDINGS, *extra)]
   else:
     address = f'127.0.0.1:{train_runs.free_port()}'
     commands = [train_runs.train_command(
@@ -149,3 +163,24 @@ def test_one_two_one_processes_restart_the_stream_and_keep_the_state(
   assert f'restarts with seed {_restart_seed(restarted, 4, 1)} ' in out
   assert sorted(_losses(run)) == list(range(1, 7))
   assert int(_state(run, 6)["['step']"]) == 6
+
+
+def test_a_run_saved_by_an_earlier_pipeline_resumes_with_its_state(tmp_path):
+  """A run saved before the feature converter changed its graph: its
+  pipeline state no longer fits, so the stream restarts (one line) while
+  the train state is restored as saved, and the run trains on. Catches the
+  checkpoint moved aside as unreadable (its steps lost) and a crash."""
+  with tarfile.open(_SAVED_BEFORE_ROW_TASK_IDS) as tar:
+    tar.extractall(tmp_path, filter='data')
+  run = tmp_path / 'run'
+  saved = _state(run, 2)
+  out = _train(tmp_path, run, 4, *_BY_TASK)
+  assert 'Resumed from step 2' in out
+  assert _restarts(out) == ['it is the state of another pipeline: the '
+                            'dataset definition changed since it was saved']
+  assert not (tmp_path / 'run' / 'checkpoints_unreadable').exists()
+  assert train_runs.steps(run) == [2, 4]
+  assert _state(run, 2).keys() == saved.keys()
+  for path, value in saved.items():
+    np.testing.assert_array_equal(_state(run, 2)[path], value, err_msg=path)
+  assert int(_state(run, 4)["['step']"]) == 4
