@@ -59,7 +59,10 @@ def _has_gpu() -> bool:
 
 # The longest files (trainer subprocesses) go first: xdist hands out whole
 # files in collection order, so one left for last would run alone.
-_LONGEST_FIRST = ('test_train.py', 'test_packaging.py', 'test_network.py', 'test_compare.py',
+_LONGEST_FIRST = ('test_resume_elsewhere.py', 'test_train.py', 'test_chaos.py',
+                  'test_packaging.py', 'test_network.py', 'test_compare.py',
+                  'test_run_lock.py', 'test_bad_input.py', 'test_ctrl_c.py',
+                  'test_save_failures.py',
                   'test_bf16.py', 'test_decoding.py', 'test_scan_remat.py',
                   'test_tasks_benchmarks.py', 'test_trainer.py', 'test_plan.py',
                   'test_bench.py', 'test_multiprocess.py', 'test_preemption.py',
