@@ -5,7 +5,6 @@ from typing import Any
 import flax.struct
 import jax
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
 @flax.struct.dataclass
@@ -37,33 +36,3 @@ class TrainState:
     params = jax.tree.map(lambda p, u, t: optax.apply_updates(p, u) if t else p,
                           self.params, updates, trainable)
     return self.replace(step=self.step + 1, params=params, opt_state=opt_state)
-
-
-def state_shardings(abstract_state: TrainState, params_sharding: Any,
-                    mesh: Mesh) -> TrainState:
-  """Shardings for a `TrainState` whose params are sharded as given.
-
-  An optimizer statistic whose key path ends with a parameter's key path and
-  whose shape equals that parameter's (Adam moments, unfactored Adafactor)
-  takes the parameter's sharding; the rest (factored Adafactor rows and
-  columns, counters) is small and replicated.
-  """
-  replicated = NamedSharding(mesh, P())
-  by_path = {
-      path: (param.shape, sharding)
-      for (path, param), sharding in zip(
-          jax.tree_util.tree_flatten_with_path(abstract_state.params)[0],
-          jax.tree.leaves(params_sharding))
-  }
-
-  def leaf_sharding(path, leaf):
-    for start in range(len(path)):
-      shape, sharding = by_path.get(path[start:], (None, None))
-      if shape is not None and shape == leaf.shape:
-        return sharding
-    return replicated
-
-  return TrainState(
-      step=replicated, params=params_sharding,
-      opt_state=jax.tree_util.tree_map_with_path(leaf_sharding,
-                                                 abstract_state.opt_state))
