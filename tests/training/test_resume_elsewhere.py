@@ -171,7 +171,9 @@ def test_a_run_saved_by_an_earlier_pipeline_resumes_with_its_state(tmp_path):
   the train state is restored as saved, and the run trains on. Catches the
   checkpoint moved aside as unreadable (its steps lost) and a crash."""
   with tarfile.open(_SAVED_BEFORE_ROW_TASK_IDS) as tar:
-    tar.extractall(tmp_path, filter='data')
+    # Extraction filters exist from Python 3.10.12 and 3.11.4 on.
+    safe = {'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}
+    tar.extractall(tmp_path, **safe)
   run = tmp_path / 'run'
   saved = _state(run, 2)
   out = _train(tmp_path, run, 4, *_BY_TASK)
