@@ -6,9 +6,11 @@ The train loop times each of its phases into one part:
               log, the state before a save or an evaluation)
   compile     the process's first step: tracing, compiling (or reading the
               compilation cache) and running it
-  input       waiting for the next batch from the input pipeline (with
-              asynchronous dispatch the device may still be running the
-              previous step meanwhile, so this bounds the stall from above)
+  input       waiting for the next batch from the input pipeline once the
+              device has finished the previous step (a wait that ends while
+              that step still runs hid behind it and counts as train_step;
+              one that ends after it counts whole, so this bounds the stall
+              from above)
   checkpoint  the blocking part of saves: capturing the pipeline state,
               starting the write, and waiting for a write still running
   evaluation  per-task evaluation, its compiles included
@@ -23,11 +25,18 @@ time by whatever the loop does between timed phases.
 """
 
 import contextlib
+import dataclasses
 import time
 from typing import Callable, Iterator
 
 PARTS = ('train_step', 'compile', 'input', 'checkpoint', 'evaluation',
          'setup', 'other')
+
+
+@dataclasses.dataclass
+class Timing:
+  """The part a timed block's seconds go to; the block may change it."""
+  part: str
 
 
 class Goodput:
@@ -45,13 +54,14 @@ class Goodput:
     self._window_seconds = dict(self.seconds)
 
   @contextlib.contextmanager
-  def timed(self, part: str) -> Iterator[None]:
-    """Adds the block's wall time to `part`."""
+  def timed(self, part: str) -> Iterator[Timing]:
+    """Adds the block's wall time to `part` (or the part the block sets)."""
+    timing = Timing(part)
     start = self._clock()
     try:
-      yield
+      yield timing
     finally:
-      self.seconds[part] += self._clock() - start
+      self.seconds[timing.part] += self._clock() - start
 
   def wall_seconds(self) -> float:
     return self._clock() - self.start
