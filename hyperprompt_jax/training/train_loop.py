@@ -269,6 +269,23 @@ class _Run:
     if jax.process_index() == 0:
       print(self.goodput.summary_line(), flush=True)
 
+  def _step(self, first: bool) -> trainer_lib.Metrics:
+    """Reads a batch and dispatches one train step; returns its metrics.
+
+    Timed for goodput: the process's first step (waited for) as compile,
+    the others as train steps, the wait for a batch as input unless the
+    previous step was still running meanwhile.
+    """
+    with self.goodput.timed('input') as timing:
+      batch = next(self.batches)
+      if not first and not self.state.step.is_ready():
+        timing.part = 'train_step'  # The wait hid behind the last step.
+    with self.goodput.timed('compile' if first else 'train_step'):
+      self.state, metrics = self.trainer.train_step(self.state, batch)
+      if first:
+        jax.block_until_ready(self.state)
+    return metrics
+
   def loop(self, total_steps: int, log_period: int,
            eval_period: Optional[int]) -> None:
     """Trains up to `total_steps`: logs, saves and evaluates when due.
@@ -284,18 +301,7 @@ class _Run:
     first_step = int(self.state.step) + 1
     with preemption.Watcher(self.checkpointer.reached_preemption) as watcher:
       for step in range(first_step, total_steps + 1):
-        with self.goodput.timed('input') as timing:
-          batch = next(self.batches)
-          if step != first_step and not self.state.step.is_ready():
-            timing.part = 'train_step'  # The wait hid behind the last step.
-        if step == first_step:
-          with self.goodput.timed('compile'):
-            self.state, metrics = self.trainer.train_step(self.state, batch)
-            jax.block_until_ready(self.state)
-        else:
-          with self.goodput.timed('train_step'):
-            self.state, metrics = self.trainer.train_step(self.state, batch)
-        window.add(metrics)
+        window.add(self._step(first=step == first_step))
         if bar:
           bar.update()
         save_due = _due(step, self._checkpoint_period, total_steps)
