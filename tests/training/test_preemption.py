@@ -117,19 +117,26 @@ def test_ctrl_c_saves_the_step_and_exits_130(tmp_path):
 
 def test_a_second_ctrl_c_stops_at_once_and_keeps_the_checkpoints(tmp_path):
   """Two Ctrl-C half a second apart after step 2 of a run saving every
-  step: one line, exit 130; the steps saved before stay readable (a resume
+  step: one line, exit 130 (unless the first Ctrl-C's stop had finished
+  and the process was exiting); the steps saved before stay readable (a resume
   continues from the latest) and a save cut short leaves no temporary folder
   after that resume. Catches a second Ctrl-C that is ignored, or one that
   leaves a traceback, a damaged checkpoint or a stray temporary folder."""
   model_dir = tmp_path / 'twice'
-  code, _, err = _preempt_after_step(
+  code, out, err = _preempt_after_step(
       tmp_path, model_dir, 2, (signal.SIGINT, signal.SIGINT),
       '--gin.CHECKPOINT_PERIOD=1', after_a_save=True)
-  assert code == errors.INTERRUPTED_EXIT_CODE, err[-3000:]
   _no_traceback(err)
-  assert err.strip().splitlines()[-1] == (
-      'Interrupted (Ctrl-C): stopped at once; nothing saved before was '
-      'changed')
+  if re.search(r'^Interrupted at step \d+: saved', out, re.M):
+    # The first Ctrl-C's save was done within the half second; the second
+    # reached the exiting process (late in shutdown Python's own handler,
+    # which ends it by the signal).
+    assert code in (errors.INTERRUPTED_EXIT_CODE, -signal.SIGINT), err
+  else:
+    assert code == errors.INTERRUPTED_EXIT_CODE, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        'Interrupted (Ctrl-C): stopped at once; nothing saved before was '
+        'changed')
   saved = train_runs.steps(model_dir)
   assert saved and saved[-1] >= 1
   resumed = train_runs.train_in_process(tmp_path, model_dir, saved[-1] + 1,
