@@ -11,6 +11,8 @@ from unittest import mock
 
 import gin
 import jax
+import numpy as np
+import orbax.checkpoint as ocp
 import tensorflow as tf
 
 from hyperprompt_jax.data import pipeline as data_lib
@@ -147,6 +149,43 @@ def steps(model_dir):
   """The steps saved under MODEL_DIR/checkpoints."""
   return sorted(int(p.name) for p in (model_dir / 'checkpoints').iterdir()
                 if p.name.isdigit())
+
+
+def saved_state(model_dir, step):
+  """Checkpoint `step`'s TrainState as {key path: numpy array} (read with
+  orbax, whatever devices saved it)."""
+  path = model_dir / 'checkpoints' / str(step) / 'state'
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                          ocp.StandardCheckpointHandler().metadata(path))
+  tree = ocp.PyTreeCheckpointer().restore(path, restore_args=as_numpy)
+  return {jax.tree_util.keystr(p): np.asarray(leaf)
+          for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def assert_states_equal(got, want, atol_fraction=None):
+  """Every array of `want` (a `saved_state`) is in `got`, bit-identical, or
+  with `atol_fraction` within that fraction of its largest magnitude."""
+  assert got.keys() == want.keys() and len(got) > 3
+  for path, value in want.items():
+    if atol_fraction is None:
+      np.testing.assert_array_equal(got[path], value, err_msg=path)
+    else:
+      np.testing.assert_allclose(got[path], value, rtol=0,
+                                 atol=atol_fraction * np.abs(value).max(),
+                                 err_msg=path)
+
+
+def scalars(directory, prefixes):
+  """{tag: {step: value}} of the TensorBoard scalars under `directory` whose
+  tags start with one of `prefixes`."""
+  found = {}
+  for path in directory.glob('*tfevents*'):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        if value.tag.startswith(prefixes):
+          found.setdefault(value.tag, {})[event.step] = float(
+              tf.make_ndarray(value.tensor))
+  return found
 
 
 def damage(model_dir, step, item='state'):

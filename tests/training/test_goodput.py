@@ -5,7 +5,6 @@ import re
 import time
 
 import pytest
-import tensorflow as tf
 
 from hyperprompt_jax.training import goodput
 from tests import train_runs
@@ -48,17 +47,6 @@ def test_parts_windows_and_totals_follow_the_clock():
       '33.3%, evaluation 0.0%, setup 13.3%, other 0.0%')
 
 
-def _scalars(directory, prefix):
-  found = {}
-  for path in directory.glob('*tfevents*'):
-    for event in tf.compat.v1.train.summary_iterator(str(path)):
-      for value in event.summary.value:
-        if value.tag.startswith(prefix):
-          found.setdefault(value.tag, {})[event.step] = float(
-              tf.make_ndarray(value.tensor))
-  return found
-
-
 def test_a_runs_parts_add_up_to_its_wall_time(tmp_path):
   """A tiny run with saves and evaluation: the parts of its summary line add
   up to the wall time measured around it (within 5%), every part it went
@@ -84,7 +72,7 @@ def test_a_runs_parts_add_up_to_its_wall_time(tmp_path):
   assert '[train step 1]' in result.stdout and 'badput' not in ''.join(
       l for l in result.stdout.splitlines() if l.startswith('[train'))
 
-  logged = _scalars(model_dir / 'train', ('goodput', 'badput/', 'run/'))
+  logged = train_runs.scalars(model_dir / 'train', ('goodput', 'badput/', 'run/'))
   assert sorted(logged['goodput']) == [1, 2, 3, 4]
   assert all(0 <= v <= 1 for v in logged['goodput'].values())
   assert logged['run/goodput'] == {4: pytest.approx(

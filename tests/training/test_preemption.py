@@ -8,9 +8,6 @@ import signal
 import subprocess
 import time
 
-import jax
-import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from hyperprompt_jax import errors
@@ -21,14 +18,6 @@ from tests import train_runs
 # and the final one.
 _BINDINGS = ('--gin.train_loop.train.eval_dataset_cfg=None',
              '--gin.CHECKPOINT_PERIOD=1000')
-
-
-def _state(model_dir, step):
-  """The saved TrainState at `step` as {key path: numpy array}."""
-  tree = ocp.StandardCheckpointer().restore(
-      model_dir / 'checkpoints' / str(step) / 'state')
-  return {jax.tree_util.keystr(path): np.asarray(leaf)
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _preempt_after_step(tmp_path, model_dir, step, signals=(signal.SIGTERM,),
@@ -73,11 +62,9 @@ def test_sigterm_saves_and_the_resumed_run_is_bit_identical(tmp_path):
                                           final, *_BINDINGS)
   assert straight.returncode == 0, straight.stderr[-3000:]
 
-  got = _state(model_dir, final)
-  want = _state(tmp_path / 'straight', final)
-  assert got.keys() == want.keys() and len(got) > 3
-  for path, value in want.items():
-    np.testing.assert_array_equal(got[path], value, err_msg=path)
+  train_runs.assert_states_equal(
+      train_runs.saved_state(model_dir, final),
+      train_runs.saved_state(tmp_path / 'straight', final))
 
 
 def test_watcher_turns_sigterm_into_a_stop_and_restores_the_handler():

@@ -12,10 +12,7 @@ import subprocess
 import tarfile
 from unittest import mock
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
-import tensorflow as tf
 
 from hyperprompt_jax.data import pipeline as data_lib
 from tests import train_runs
@@ -71,26 +68,6 @@ def _train(tmp_path, model_dir, steps, *extra, devices=1, processes=1):
   return outputs[0][0]
 
 
-def _state(model_dir, step):
-  """The saved TrainState at `step` as {key path: numpy array}."""
-  path = model_dir / 'checkpoints' / str(step) / 'state'
-  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                          ocp.StandardCheckpointHandler().metadata(path))
-  tree = ocp.PyTreeCheckpointer().restore(path, restore_args=as_numpy)
-  return {jax.tree_util.keystr(p): np.asarray(leaf)
-          for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _losses(model_dir) -> dict[int, float]:
-  losses = {}
-  for path in (model_dir / 'train').glob('*tfevents*'):
-    for event in tf.compat.v1.train.summary_iterator(str(path)):
-      for value in event.summary.value:
-        if value.tag == 'loss':
-          losses[event.step] = float(tf.make_ndarray(value.tensor))
-  return losses
-
-
 def _restarts(stdout) -> list[str]:
   return re.findall(r'the input stream cannot continue \(([^)]*)\)', stdout)
 
@@ -106,11 +83,8 @@ def test_one_then_two_devices_continues_the_same_stream(tmp_path):
   out = _train(tmp_path, moved, 4, devices=2)
   assert 'Resumed from step 2' in out and not _restarts(out)
   _train(tmp_path, straight, 4, devices=1)
-  got, want = _state(moved, 4), _state(straight, 4)
-  assert got.keys() == want.keys() and len(got) > 3
-  for path, value in want.items():
-    np.testing.assert_allclose(got[path], value, rtol=0,
-                               atol=RTOL * np.abs(value).max(), err_msg=path)
+  train_runs.assert_states_equal(train_runs.saved_state(moved, 4),
+                                 train_runs.saved_state(straight, 4), RTOL)
 
 
 def _restart_seed(seed, step, process_count):
@@ -151,18 +125,16 @@ def test_one_two_one_processes_restart_the_stream_and_keep_the_state(
   with mock.patch.object(data_lib, 'get_dataset', both_shards):
     replayed = train_runs.train_in_process(tmp_path, replay, 4, *_BINDINGS)
   assert replayed.returncode == 0, replayed.stderr
-  got, want = _state(run, 4), _state(replay, 4)
-  assert got.keys() == want.keys() and len(got) > 3
-  for path, value in want.items():
-    np.testing.assert_allclose(got[path], value, rtol=0,
-                               atol=RTOL * np.abs(value).max(), err_msg=path)
+  train_runs.assert_states_equal(train_runs.saved_state(run, 4),
+                                 train_runs.saved_state(replay, 4), RTOL)
 
   out = _train(tmp_path, run, 6)
   assert 'Resumed from step 4' in out
   assert _restarts(out) == ['saved by 2 processes, resumed on 1']
   assert f'restarts with seed {_restart_seed(restarted, 4, 1)} ' in out
-  assert sorted(_losses(run)) == list(range(1, 7))
-  assert int(_state(run, 6)["['step']"]) == 6
+  assert sorted(train_runs.scalars(run / 'train', ('loss',))['loss']) == list(
+      range(1, 7))
+  assert int(train_runs.saved_state(run, 6)["['step']"]) == 6
 
 
 def test_a_run_saved_by_an_earlier_pipeline_resumes_with_its_state(tmp_path):
@@ -175,14 +147,12 @@ def test_a_run_saved_by_an_earlier_pipeline_resumes_with_its_state(tmp_path):
     safe = {'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}
     tar.extractall(tmp_path, **safe)
   run = tmp_path / 'run'
-  saved = _state(run, 2)
+  saved = train_runs.saved_state(run, 2)
   out = _train(tmp_path, run, 4, *_BY_TASK)
   assert 'Resumed from step 2' in out
   assert _restarts(out) == ['it is the state of another pipeline: the '
                             'dataset definition changed since it was saved']
   assert not (tmp_path / 'run' / 'checkpoints_unreadable').exists()
   assert train_runs.steps(run) == [2, 4]
-  assert _state(run, 2).keys() == saved.keys()
-  for path, value in saved.items():
-    np.testing.assert_array_equal(_state(run, 2)[path], value, err_msg=path)
-  assert int(_state(run, 4)["['step']"]) == 4
+  train_runs.assert_states_equal(train_runs.saved_state(run, 2), saved)
+  assert int(train_runs.saved_state(run, 4)["['step']"]) == 4
