@@ -4,9 +4,9 @@ Layout: `MODEL_DIR/checkpoints/<step>/{state,data,pipeline}`. `state` is the
 sharded `TrainState` (restored straight into its target shardings, whatever
 mesh saved it); `data` is JSON with the number of batches consumed, the input
 stream's seed and the number of processes; `pipeline` is each process's
-tf.data iterator state (`iterator_checkpoint`). Saves are atomic (orbax writes to a
-temporary directory then renames), so an interrupted save never shadows the
-previous checkpoint.
+tf.data iterator state (`iterator_checkpoint`). Saves are atomic (orbax
+writes to a temporary directory then renames), so an interrupted save never
+shadows the previous checkpoint.
 
 Resuming never loses data: a latest checkpoint that cannot be read is moved
 aside to `MODEL_DIR/checkpoints_unreadable/` (never deleted) and the previous
@@ -232,8 +232,9 @@ class Checkpointer:
     The state is restored into `abstract_state`'s shardings, whatever mesh
     saved it. The input stream continues where it stopped; where its saved
     state does not fit this run (another number of processes, a pipeline
-    whose graph changed, a damaged file), it restarts re-seeded
-    (`data_lib.restart_seed`), with one printed line.
+    whose graph changed), it restarts re-seeded (`data_lib.restart_seed`),
+    with one printed line. Damaged files of any item make the step
+    unreadable (CheckpointError).
 
     Args:
       abstract_state: a `TrainState` of `jax.ShapeDtypeStruct`s with

@@ -4,8 +4,8 @@ Spot and preemptible VMs, and batch schedulers, send SIGTERM some seconds
 before they kill a job; a user in a terminal sends SIGINT (Ctrl-C). The
 trainer asks `Watcher.reached(step)` after every step; once it is true, the
 trainer saves that step and exits with `Watcher.exit_code` (`EXIT_CODE`
-after SIGTERM, `errors.INTERRUPTED_EXIT_CODE` after Ctrl-C), and running the same
-command again resumes from it. A second Ctrl-C does what Ctrl-C did
+after SIGTERM, `errors.INTERRUPTED_EXIT_CODE` after Ctrl-C), and running the
+same command again resumes from it. A second Ctrl-C does what Ctrl-C did
 before: the commands' handler stops at once (`gin_utils.run_main`), Python's
 raises KeyboardInterrupt; checkpoints already saved stay as they are.
 
@@ -83,8 +83,9 @@ class Watcher:
   @property
   def exit_code(self) -> int:
     """The code to exit with once stopped: Ctrl-C's if it came first."""
-    return (errors.INTERRUPTED_EXIT_CODE if self._signals[:1] == [signal.SIGINT]
-            else EXIT_CODE)
+    if self._signals[:1] == [signal.SIGINT]:
+      return errors.INTERRUPTED_EXIT_CODE
+    return EXIT_CODE
 
   @property
   def cause(self) -> str:

@@ -92,25 +92,30 @@ class RunLock:
         host=socket.gethostname(), pid=os.getpid(),
         started=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
         token=uuid.uuid4().hex)
+    self._text = json.dumps(dataclasses.asdict(self._holder))
     self._stop = threading.Event()
     self._heartbeat: Optional[threading.Thread] = None
 
   def _create(self) -> bool:
     """Writes our lock file unless one exists; whether it did."""
-    text = json.dumps(dataclasses.asdict(self._holder))
     if _is_local(self.path):
       try:
         fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
       except FileExistsError:
         return False
       with os.fdopen(fd, 'w') as f:
-        f.write(text)
+        f.write(self._text)
       return True
     if tf.io.gfile.exists(self.path):
       return False
-    with tf.io.gfile.GFile(self.path, 'w') as f:
-      f.write(text)
+    self._write()
     return True
+
+  def _write(self) -> None:
+    """(Re)writes our lock file whole (an object store has no exclusive
+    create and no touch)."""
+    with tf.io.gfile.GFile(self.path, 'w') as f:
+      f.write(self._text)
 
   def acquire(self) -> None:
     """Takes the lock (or over a gone holder's, with one printed line).
@@ -152,8 +157,7 @@ class RunLock:
       if _is_local(self.path):
         os.utime(self.path)
       else:
-        with tf.io.gfile.GFile(self.path, 'w') as f:
-          f.write(json.dumps(dataclasses.asdict(self._holder)))
+        self._write()
 
   def release(self) -> None:
     """Removes the lock if it is still ours."""
