@@ -18,6 +18,7 @@ from hyperprompt_jax.conditioning import routing
 from hyperprompt_jax.data import feature_converter
 from hyperprompt_jax.model import decoding
 from hyperprompt_jax.model import losses
+from hyperprompt_jax.model import network
 
 Batch = Mapping[str, jnp.ndarray]
 # Batch features the network reads, in its keyword names.
@@ -82,6 +83,11 @@ class EncoderDecoderModel:
                             input_types: Mapping[str, Any] | None = None):
     """Flax variables `{'params', 'params_axes'}` for batches of these shapes."""
     return initial_variables(self.module, rng, input_shapes, input_types)
+
+  def compute_dtype_params(self, params):
+    """`params` with the leaves the network uses only in its compute dtype
+    cast to it (`network.compute_dtype_params`)."""
+    return network.compute_dtype_params(self.module.config, params)
 
   def logits(self, params, batch: Batch, dropout_rng=None) -> jnp.ndarray:
     """Teacher-forced logits `[batch, dec_len, vocab]`."""

@@ -28,6 +28,7 @@ from hyperprompt_jax.layers import masks
 from hyperprompt_jax.layers import mlp
 from hyperprompt_jax.layers import normalization
 from hyperprompt_jax.layers import relative_position
+from hyperprompt_jax.sharding import partitioning
 
 
 def _dots_with_no_batch_dims_saveable(prim, *avals, **params) -> bool:
@@ -101,6 +102,24 @@ class T5Config:
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f'Unknown remat_policy {self.remat_policy!r}; use one '
                        f'of {", ".join(REMAT_POLICIES)}.')
+
+
+def compute_dtype_params(config: T5Config, params):
+  """`params` with every layer's projection kernels cast to `config.dtype`.
+
+  The layers of a stack (`layers`, or `layers_<i>` unscanned) use their
+  `kernel`s only through `dense.DenseGeneral`, which casts them to
+  `config.dtype` and returns the kernel gradient in it. So the loss of these
+  params is the same function, and its gradient with respect to them holds
+  the same values as the float32 gradient (which is their upcast), in half
+  the memory for bfloat16. Everything else (the embedding, logits, norms,
+  relative position biases, task conditioning) keeps its dtype.
+  """
+  def cast(path, x):
+    names = partitioning.key_names(path)
+    in_layer = any(n == 'layers' or n.startswith('layers_') for n in names)
+    return x.astype(config.dtype) if in_layer and names[-1] == 'kernel' else x
+  return jax.tree_util.tree_map_with_path(cast, params)
 
 
 def _dropout(cfg: T5Config, x, deterministic: bool):

@@ -5,8 +5,11 @@ Fully sharded state (2-D partitioning, Adafactor's factored statistics split
 like their parameters), gradients accumulated over microbatches in the
 sharded layout, scanned layers recomputed in the backward pass: two steps
 give the parameters of the plain step (one device, one batch, no remat).
+Gradients taken in the compute dtype (`compute_dtype_gradients`) give those
+of float32 gradients.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -33,7 +36,7 @@ _SCRIPT = textwrap.dedent("""
     from hyperprompt_jax.training import trainer as trainer_lib
     import tiny_models as tm
 
-    def run(mesh, rules, microbatches, **t5):
+    def run(mesh, rules, microbatches, compute_dtype_gradients=False, **t5):
       shapes = {{k: v.shape for k, v in tm.train_batch(0).items()}}
       trainer = trainer_lib.Trainer(
           tm.model('global', **dict(tm.SHARDABLE, num_encoder_layers=2,
@@ -41,19 +44,28 @@ _SCRIPT = textwrap.dedent("""
                                     **t5)),
           optimizers.Adafactor(min_dim_size_to_factor=8),
           optimizers.Schedule(base_learning_rate=1e-2), mesh, shapes,
-          trainer_lib.TrainerConfig(num_microbatches=microbatches), rules)
+          trainer_lib.TrainerConfig(
+              num_microbatches=microbatches,
+              compute_dtype_gradients=compute_dtype_gradients), rules)
       state = trainer.init_state()
       for step in range(2):
         state, _ = trainer.train_step(state, pipeline.to_global(
             tm.train_batch(step), trainer.batch_sharding))
       return trainer, state
 
-    _, plain = run(mesh_lib.MeshConfig().make_mesh(jax.devices()[:1]),
-                   partitioning.logical_axis_rules(), 1)
-    sharded_trainer, sharded = run(
-        mesh_lib.MeshConfig(data=4, model=2).make_mesh(),
-        partitioning.logical_axis_rules(parameter_partitioning_dims=2), 4,
-        remat_policy='full')
+    one_device = mesh_lib.MeshConfig().make_mesh(jax.devices()[:1])
+    eight = mesh_lib.MeshConfig(data=4, model=2).make_mesh()
+    rules_2d = partitioning.logical_axis_rules(parameter_partitioning_dims=2)
+    _, plain = run(one_device, partitioning.logical_axis_rules(), 1)
+    sharded_trainer, sharded = run(eight, rules_2d, 4, remat_policy='full')
+    # bfloat16, XXL-on-8's settings (one batch), gradients in float32 and in
+    # the compute dtype.
+    _, float32_grads = run(eight, rules_2d, 1, dtype='bfloat16',
+                           remat_policy='full')
+    _, compute_grads = run(eight, rules_2d, 1, compute_dtype_gradients=True,
+                           dtype='bfloat16', remat_policy='full')
+    leaves = lambda tree: [np.asarray(x, np.float32).tolist()
+                           for x in jax.tree.leaves(jax.device_get(tree))]
     paths = lambda tree: [jax.tree_util.keystr(p) for p, _ in
                           jax.tree_util.tree_flatten_with_path(tree)[0]]
     specs = lambda tree: [str(tuple(s.spec)) for s in jax.tree.leaves(tree)]
@@ -63,6 +75,8 @@ _SCRIPT = textwrap.dedent("""
             jax.device_get(plain.params))],
         'sharded_params': [np.asarray(x).tolist() for x in jax.tree.leaves(
             jax.device_get(sharded.params))],
+        'float32_grads': leaves(float32_grads.params),
+        'compute_grads': leaves(compute_grads.params),
         'opt_paths': paths(sharded.opt_state),
         'opt_specs': specs(sharded_trainer.state_shardings.opt_state),
         'param_paths': paths(sharded.params),
@@ -71,6 +85,7 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
+@functools.cache
 def _run_on_eight_devices():
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=os.environ.get(
       'XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8')
@@ -100,3 +115,14 @@ def test_sharded_microbatched_remat_steps_equal_the_plain_step():
   [v_row] = [s for p, s in specs.items() if p.endswith('.v_row' + kernel)]
   [v_col] = [s for p, s in specs.items() if p.endswith('.v_col' + kernel)]
   assert (v_row, v_col) == ("(None, 'data')", "(None, 'model')")
+
+
+def test_compute_dtype_gradients_train_as_float32_gradients():
+  """On a bfloat16 network with XXL-on-8's settings (2-D sharding, scanned
+  layers recomputed, one batch), gradients taken in the compute dtype give
+  the parameters of float32 gradients, bit for bit, after two steps.
+  Catches a cast, a sum or a sharding that changes the gradient."""
+  out = _run_on_eight_devices()
+  for float32_grads, compute_grads in zip(
+      out['float32_grads'], out['compute_grads'], strict=True):
+    np.testing.assert_array_equal(compute_grads, float32_grads)
