@@ -201,11 +201,11 @@ class Trainer:
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if self.config.compute_dtype_gradients:
-      float32_params = params
+      stored = params
       params = self.model.compute_dtype_params(params)
-      # The optimizer gets the gradient in each parameter's own dtype.
+      # The optimizer gets the gradient in each parameter's stored dtype.
       as_params = lambda grads: jax.tree.map(lambda g, p: g.astype(p.dtype),
-                                             grads, float32_params)
+                                             grads, stored)
     else:
       as_params = lambda grads: grads
     n = self.config.num_microbatches

@@ -20,8 +20,8 @@ import numpy as np
 
 import tiny_models as tm
 
-# Float32 throughout: the settings only reorder sums (over microbatches and
-# chips), which moves parameters by float rounding, far below this.
+# The float32 comparison: the settings only reorder sums (over microbatches
+# and chips), which moves parameters by float rounding, far below this.
 RTOL, ATOL = 1e-5, 1e-7
 
 _SCRIPT = textwrap.dedent("""
