@@ -7,6 +7,7 @@ With `T5Config.scan_layers` each stack's layers are one scanned subtree
 `layers` (see `scan_conversion`).
 """
 
+import functools
 from typing import Any, Sequence
 
 from flax import linen as nn
@@ -28,6 +29,7 @@ from hyperprompt_jax.layers import masks
 from hyperprompt_jax.layers import mlp
 from hyperprompt_jax.layers import normalization
 from hyperprompt_jax.layers import relative_position
+from hyperprompt_jax.model import layerwise
 from hyperprompt_jax.sharding import partitioning
 
 
@@ -65,8 +67,11 @@ RELATIVE_ATTENTION_MAX_DISTANCE = 128
 class T5Config:
   """Backbone hyperparameters, with the field names of t5x's T5Config.
 
-  Three fields trade speed, compute or tracing for memory, without changing
+  Four fields trade speed, compute or tracing for memory, without changing
   the outputs:
+    batch_sharded_lookup: the token lookup gathers the embedding table
+      first and looks up each chip's own rows (`embedding.Embed`'s
+      `batch_sharded`), which holds far less for fully sharded parameters.
     concatenate_prompt_slots: rows of one task prepend their prompt slots to
       the keys and values (one softmax) instead of scoring them as a second
       block (`attention.dot_product_attention`): fewer kernels, faster on
@@ -95,6 +100,7 @@ class T5Config:
   logits_via_embedding: bool = False
   float32_attention_logits: bool = False
   concatenate_prompt_slots: bool = False
+  batch_sharded_lookup: bool = False
   remat_policy: str = 'none'
   scan_layers: bool = False
 
@@ -185,12 +191,13 @@ def _layer_scan_axes(per_layer):
   return nn.broadcast if per_layer is None else per_layer.scan_axes()
 
 
-def _run_layers(cfg: T5Config, layer_cls, num_layers: int, x, shared,
+def _run_layers(stack: nn.Module, layer_cls, num_layers: int, x, shared,
                 per_layer, remat: bool = True, **attributes):
   """Applies a stack's `num_layers` layers to `x`.
 
   Args:
-    cfg: the backbone hyperparameters (`remat_policy`, `scan_layers`).
+    stack: the `Encoder` or `Decoder` calling (its `config`: `remat_policy`,
+      `scan_layers`).
     layer_cls: `EncoderLayer` or `DecoderLayer`.
     num_layers: layers of the stack.
     x: the first layer's input `[batch, len, embed]`.
@@ -204,6 +211,12 @@ def _run_layers(cfg: T5Config, layer_cls, num_layers: int, x, shared,
   Returns:
     The last layer's output.
   """
+  cfg = stack.config
+  updates = layerwise.active()
+  if (updates is not None and cfg.scan_layers and remat
+      and not stack.is_initializing()):
+    return _run_layers_updating(stack, updates, layer_cls, num_layers, x,
+                                shared, per_layer, **attributes)
   if remat and cfg.remat_policy != 'none':
     layer_cls = nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat_policy],
                          prevent_cse=not cfg.scan_layers)
@@ -221,6 +234,30 @@ def _run_layers(cfg: T5Config, layer_cls, num_layers: int, x, shared,
     x = layer_cls(**attributes, name=f'layers_{i}')(
         x, *shared, *(None if a is None else a.layer(i) for a in per_layer))
   return x
+
+
+def _run_layers_updating(stack: nn.Module, updates: layerwise.LayerUpdates,
+                         layer_cls, num_layers: int, x, shared, per_layer,
+                         **attributes):
+  """`_run_layers` of a scanned stack whose backward pass applies the
+  optimizer to each layer (`layerwise.scan_with_updates`); every layer is
+  recomputed in the backward pass, as with remat 'full'."""
+  layer = layer_cls(**attributes, parent=None)
+  rngs = None
+  if not attributes['deterministic'] and stack.config.dropout_rate > 0:
+    rngs = jax.random.split(stack.make_rng('dropout'), num_layers)
+
+  def layer_fn(params, y, context, index, rng):
+    layer_shared, layer_per_layer = context
+    return layer.apply(
+        {'params': params}, y, *layer_shared,
+        *(None if a is None else a.layer(index) for a in layer_per_layer),
+        rngs=None if rng is None else {'dropout': rng})
+
+  return layerwise.scan_with_updates(
+      layer_fn, functools.partial(updates.update, stack.name),
+      stack.variables['params'][layerwise.LAYERS], updates.states[stack.name], x,
+      (shared, per_layer), rngs)
 
 
 class EncoderLayer(nn.Module):
@@ -400,7 +437,7 @@ class Encoder(nn.Module):
 
     length = x.shape[-2]
     bias = rel_emb(length, length, True)
-    x = _run_layers(cfg, EncoderLayer, cfg.num_encoder_layers, x,
+    x = _run_layers(self, EncoderLayer, cfg.num_encoder_layers, x,
                     (encoder_mask, bias), (prompts, adapters), config=cfg,
                     hyperprompt=hp, deterministic=deterministic)
     x = normalization.LayerNorm(dtype=cfg.dtype, name='encoder_norm')(x)
@@ -452,7 +489,7 @@ class Decoder(nn.Module):
     length = max_decode_length if decode and max_decode_length else (
         y.shape[-2])
     bias = rel_emb(length, length, False)
-    y = _run_layers(cfg, DecoderLayer, cfg.num_decoder_layers, y,
+    y = _run_layers(self, DecoderLayer, cfg.num_decoder_layers, y,
                     (encoded, decoder_mask, encoder_decoder_mask, bias),
                     (prompts, adapters), remat=not decode, config=cfg,
                     hyperprompt=self.hyperprompt, deterministic=deterministic,
@@ -504,7 +541,8 @@ class Transformer(nn.Module):
     shared_embedding = embedding.Embed(
         num_embeddings=cfg.vocab_size, features=cfg.emb_dim, dtype=cfg.dtype,
         attend_dtype=jnp.float32, embedding_init=nn.initializers.normal(1.0),
-        one_hot=True, name='token_embedder')
+        one_hot=True, batch_sharded=cfg.batch_sharded_lookup,
+        name='token_embedder')
     self.encoder = Encoder(config=cfg, hyperprompt=self.hyperprompt,
                            shared_embedding=shared_embedding)
     self.decoder = Decoder(config=cfg, hyperprompt=self.hyperprompt,

@@ -678,6 +678,9 @@ def _loop_free_bindings(settings: dict[str, Any]) -> list[str]:
     bindings.append('trainer.TrainerConfig.num_microbatches = 1')
   if getattr(settings['model'].module.config, 'scan_layers', False):
     bindings.append('network.T5Config.scan_layers = False')
+    # Its unscanned step: the same arithmetic (each layer recomputed).
+    if trainer_config is not None and trainer_config.layerwise_updates:
+      bindings.append('trainer.TrainerConfig.layerwise_updates = False')
   return bindings
 
 

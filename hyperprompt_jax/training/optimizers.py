@@ -274,6 +274,42 @@ def build_optimizer(optimizer, schedule: Schedule, trainable: Any,
       labels)
 
 
+def decomposes_by_layer(optimizer) -> bool:
+  """Whether `optimizer` updates each layer of a stack as if it were alone
+  (so it can update a layer as soon as its gradient exists): Adafactor (its
+  statistics, clipping and scale are per layer) and AdamW without a global
+  gradient-norm clip."""
+  if isinstance(optimizer, AdamW):
+    return optimizer.gradient_clip_norm is None
+  return isinstance(optimizer, Adafactor)
+
+
+def state_part(state: Any, template: Any) -> Any:
+  """The leaves of an optimizer state at the paths of `template`'s.
+
+  `build_optimizer` on a subtree of the params (its keys kept from the
+  root) makes a state whose leaves sit at the paths of the whole state's
+  leaves for those params, and whose step counts sit at the counts' paths:
+  given that state's shapes as `template`, this cuts it out of `state`.
+  """
+  leaves = dict(jax.tree_util.tree_flatten_with_path(state)[0])
+  return jax.tree_util.tree_map_with_path(lambda path, _: leaves[path],
+                                          template)
+
+
+def state_with(state: Any, *parts: Any) -> Any:
+  """`state` with the leaves of `parts` (see `state_part`) put at their
+  paths (a later part's where two have one); float0 leaves (an integer's
+  cotangent) are skipped."""
+  new = {}
+  for part in parts:
+    new.update((path, leaf) for path, leaf in
+               jax.tree_util.tree_flatten_with_path(part)[0]
+               if leaf.dtype != jax.dtypes.float0)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, leaf: new.get(path, leaf), state)
+
+
 # Adafactor's factored statistics of a leaf, by the field of optax's
 # `FactoredState` that holds them: the index in `_factored_dims` of the axis
 # they average out (rows drop the largest axis, columns the second largest).

@@ -15,7 +15,9 @@ from clu import metrics as clu_metrics
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import optax
 
+from hyperprompt_jax.model import layerwise
 from hyperprompt_jax.sharding import mesh as mesh_lib
 from hyperprompt_jax.sharding import partitioning
 from hyperprompt_jax.training import optimizers
@@ -107,12 +109,36 @@ class TrainerConfig:
       the network uses only in its compute dtype, cast to it
       (`EncoderDecoderModel.compute_dtype_params`): the same gradient values
       in half the memory for bfloat16; the optimizer still gets float32.
+    layerwise_updates: apply the optimizer to each layer of a scanned stack
+      inside the backward pass (`layerwise`): the same update without a
+      gradient of the stacks, whose layers are recomputed as with remat
+      'full'. Needs `scan_layers`, one microbatch, tune 'all' and an
+      optimizer that treats layers on their own (no global-norm clip).
     seed: seeds parameter init and the per-step dropout RNG.
   """
   tune: str = 'all'
   num_microbatches: int = 1
   compute_dtype_gradients: bool = False
+  layerwise_updates: bool = False
   seed: int = 0
+
+  def check_layerwise(self, model, optimizer) -> None:
+    """Raises ValueError where `layerwise_updates` cannot apply."""
+    if not self.layerwise_updates:
+      return
+    problem = (
+        'the layers are not scanned: set T5Config.scan_layers = True'
+        if not model.module.config.scan_layers else
+        f'num_microbatches={self.num_microbatches}: set it to 1'
+        if self.num_microbatches != 1 else
+        f'tune={self.tune!r}: use "all"' if self.tune != 'all' else
+        'compute_dtype_gradients is set too: unset it'
+        if self.compute_dtype_gradients else
+        f'{type(optimizer).__name__} with a global gradient-norm clip needs '
+        'every gradient first: unset the clip'
+        if not optimizers.decomposes_by_layer(optimizer) else None)
+    if problem:
+      raise ValueError(f'TrainerConfig.layerwise_updates: {problem}')
 
 
 class Trainer:
@@ -147,6 +173,9 @@ class Trainer:
     self.trainable = trainable_mask(params, config.tune)
     self.tx = optimizers.build_optimizer(optimizer, schedule, self.trainable,
                                          param_axes)
+    config.check_layerwise(model, optimizer)
+    if config.layerwise_updates:
+      self._build_layerwise(optimizer, schedule, params, param_axes)
     with self.activate():
       abstract_state = jax.eval_shape(self._create_state, self._rng)
     self.state_shardings = TrainState(
@@ -170,6 +199,32 @@ class Trainer:
         self._eval_step,
         in_shardings=(self.param_shardings, self.batch_sharding),
         out_shardings=replicated)
+
+  def _build_layerwise(self, optimizer, schedule, params, param_axes):
+    """The optimizers of `layerwise_updates`: one per scanned stack, applied
+    to one layer at a time, and one for the other parameters. Each is
+    `build_optimizer` on its subtree, so its state is a part of the whole
+    optimizer's (`optimizers.state_part`) and checkpoints stay the same."""
+    def part_tx(keep):
+      part = lambda tree: keep(layerwise.split_params(tree))
+      tx = optimizers.build_optimizer(optimizer, schedule,
+                                      part(self.trainable), part(param_axes))
+      return tx, jax.eval_shape(tx.init, part(params))
+
+    self._rest_tx, self._rest_template = part_tx(lambda split: split[0])
+    self._stack_txs, self._stack_templates = {}, {}
+    for name in layerwise.split_params(params)[1]:
+      self._stack_txs[name], self._stack_templates[name] = part_tx(
+          lambda split, name=name: layerwise.join_params({}, {
+              name: split[1][name]}))
+
+  def _update_layer(self, stack: str, grads, params, state):
+    """One layer's optimizer update (`layerwise.UpdateFn`)."""
+    nest = lambda tree: layerwise.join_params({}, {stack: tree})
+    updates, state = self._stack_txs[stack].update(nest(grads), state,
+                                                   nest(params))
+    updates = layerwise.split_params(updates)[1][stack]
+    return optax.apply_updates(params, updates), state
 
   def activate(self):
     """Mesh and logical rules for tracing (activation sharding constraints)."""
@@ -252,10 +307,43 @@ class Trainer:
 
   def _train_step(self, state: TrainState, batch: Batch):
     rng = jax.random.fold_in(jax.random.fold_in(self._rng, 1), state.step)
-    grads, metrics = self._loss_and_grads(state.params, batch, rng)
-    metrics = dict(metrics, learning_rate=clu_metrics.LastValue(
-        value=self.schedule(state.step)))
-    return state.apply_gradients(grads, self.tx, self.trainable), metrics
+    learning_rate = clu_metrics.LastValue(value=self.schedule(state.step))
+    if self.config.layerwise_updates:
+      state, metrics = self._layerwise_update(state, batch, rng)
+    else:
+      grads, metrics = self._loss_and_grads(state.params, batch, rng)
+      state = state.apply_gradients(grads, self.tx, self.trainable)
+    return state, dict(metrics, learning_rate=learning_rate)
+
+  def _layerwise_update(self, state: TrainState, batch: Batch, rng
+                        ) -> tuple[TrainState, Metrics]:
+    """The step's update with `layerwise_updates`: the backward pass
+    updates the stacks' layers (their gradient is never whole), the rest is
+    updated after it. Returns the new state and the batch's metrics."""
+    stack_states = {
+        name: optimizers.state_part(state.opt_state, template)
+        for name, template in self._stack_templates.items()}
+
+    def loss_fn(params, stack_states, b, r):
+      with layerwise.applying(layerwise.LayerUpdates(self._update_layer,
+                                                     stack_states)):
+        return self.model.loss_fn(params, b, r)
+
+    # The cotangents of the stacks' params and states are their new values.
+    (_, metrics), (grads, stack_states) = jax.value_and_grad(
+        loss_fn, (0, 1), has_aux=True, allow_int=True)(
+            state.params, stack_states, batch, rng)
+    rest_grads, stacks = layerwise.split_params(grads)
+    rest = layerwise.split_params(state.params)[0]
+    updates, rest_state = self._rest_tx.update(
+        rest_grads, optimizers.state_part(state.opt_state,
+                                          self._rest_template), rest)
+    return state.replace(
+        step=state.step + 1,
+        params=layerwise.join_params(optax.apply_updates(rest, updates),
+                                     stacks),
+        opt_state=optimizers.state_with(
+            state.opt_state, *stack_states.values(), rest_state)), metrics
 
   def compile_train_step(self, state: TrainState, batch: Batch):
     """The train step compiled ahead of time for these shapes.

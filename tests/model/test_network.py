@@ -277,13 +277,14 @@ def test_none_variant_equals_t5x_minimal_t5_1_1():
   ours = tm.transformer('none')
   config = tm.t5_config(dropout_rate=0.1)
   ours = ours.clone(config=config)
-  # Our fields beyond t5x's (remat, scan, prompt slots) are at their
-  # defaults: t5x's layout.
+  # Our fields beyond t5x's (remat, scan, prompt slots, lookup sharding)
+  # are at their defaults: t5x's layout.
   theirs_fields = {f.name for f in dataclasses.fields(t5x_network.T5Config)}
   ours_only = {f.name: f.default for f in dataclasses.fields(config)
                if f.name not in theirs_fields}
   assert ours_only == {'remat_policy': 'none', 'scan_layers': False,
-                       'concatenate_prompt_slots': False}
+                       'concatenate_prompt_slots': False,
+                       'batch_sharded_lookup': False}
   assert all(getattr(config, k) == v for k, v in ours_only.items())
   theirs = t5x_network.Transformer(t5x_network.T5Config(
       **{k: v for k, v in dataclasses.asdict(config).items()

@@ -1,6 +1,6 @@
-"""The paper's run files (gin/tpu/paper_*.gin) and
-gin/tpu/large_global_v5e_4.gin: their settings, and each planned on as many
-host devices as its slice has chips, the model cut down."""
+"""The paper's run files (gin/tpu/paper_*.gin), gin/tpu/large_global_v5e_4.gin
+and gin/tpu/xxl_global_v5e_8.gin: their settings, and each planned on as
+many host devices as its slice has chips, the model cut down."""
 
 import itertools
 import json
@@ -81,7 +81,8 @@ def _plan(tmp_path, chips, runs):
 
 
 @pytest.mark.parametrize('chips, runs', [
-    (8, [f'tpu/{r}.gin' for r in PAPER_RUNS if '_base_' in r]),
+    (8, [f'tpu/{r}.gin' for r in PAPER_RUNS if '_base_' in r]
+     + ['tpu/xxl_global_v5e_8.gin']),
     (4, [f'tpu/{r}.gin' for r in PAPER_RUNS if '_large_' in r]
      + ['tpu/large_global_v5e_4.gin'])])
 def test_run_files_plan_on_as_many_host_devices_as_their_slice(

@@ -23,6 +23,9 @@ import tiny_models as tm
 # The float32 comparison: the settings only reorder sums (over microbatches
 # and chips), which moves parameters by float rounding, far below this.
 RTOL, ATOL = 1e-5, 1e-7
+# A bfloat16 network's layerwise update against its plain step's: two
+# bfloat16 roundings (2**-8 each) of each leaf's largest value.
+BF16_TOL = 2 * 2.0**-8
 
 _SCRIPT = textwrap.dedent("""
     import json, sys
@@ -36,7 +39,8 @@ _SCRIPT = textwrap.dedent("""
     from hyperprompt_jax.training import trainer as trainer_lib
     import tiny_models as tm
 
-    def run(mesh, rules, microbatches, compute_dtype_gradients=False, **t5):
+    def run(mesh, rules, microbatches, compute_dtype_gradients=False,
+            layerwise_updates=False, **t5):
       shapes = {{k: v.shape for k, v in tm.train_batch(0).items()}}
       trainer = trainer_lib.Trainer(
           tm.model('global', **dict(tm.SHARDABLE, num_encoder_layers=2,
@@ -46,7 +50,8 @@ _SCRIPT = textwrap.dedent("""
           optimizers.Schedule(base_learning_rate=1e-2), mesh, shapes,
           trainer_lib.TrainerConfig(
               num_microbatches=microbatches,
-              compute_dtype_gradients=compute_dtype_gradients), rules)
+              compute_dtype_gradients=compute_dtype_gradients,
+              layerwise_updates=layerwise_updates), rules)
       state = trainer.init_state()
       for step in range(2):
         state, _ = trainer.train_step(state, pipeline.to_global(
@@ -64,6 +69,13 @@ _SCRIPT = textwrap.dedent("""
                            remat_policy='full')
     _, compute_grads = run(eight, rules_2d, 1, compute_dtype_gradients=True,
                            dtype='bfloat16', remat_policy='full')
+    # gin/tpu/xxl_global_v5e_8.gin's settings: each layer updated in the
+    # backward pass, each chip's rows looked up after gathering the table.
+    _, layerwise = run(eight, rules_2d, 1, layerwise_updates=True,
+                       remat_policy='full', batch_sharded_lookup=True)
+    _, layerwise_bf16 = run(eight, rules_2d, 1, layerwise_updates=True,
+                            dtype='bfloat16', remat_policy='full',
+                            batch_sharded_lookup=True)
     leaves = lambda tree: [np.asarray(x, np.float32).tolist()
                            for x in jax.tree.leaves(jax.device_get(tree))]
     paths = lambda tree: [jax.tree_util.keystr(p) for p, _ in
@@ -77,6 +89,10 @@ _SCRIPT = textwrap.dedent("""
             jax.device_get(sharded.params))],
         'float32_grads': leaves(float32_grads.params),
         'compute_grads': leaves(compute_grads.params),
+        'plain_state': leaves(plain),
+        'layerwise_state': leaves(layerwise),
+        'float32_grads_state': leaves(float32_grads),
+        'layerwise_bf16_state': leaves(layerwise_bf16),
         'opt_paths': paths(sharded.opt_state),
         'opt_specs': specs(sharded_trainer.state_shardings.opt_state),
         'param_paths': paths(sharded.params),
@@ -126,3 +142,24 @@ def test_compute_dtype_gradients_train_as_float32_gradients():
   for float32_grads, compute_grads in zip(
       out['float32_grads'], out['compute_grads'], strict=True):
     np.testing.assert_array_equal(compute_grads, float32_grads)
+
+
+def test_layerwise_updates_equal_the_plain_step():
+  """Each layer updated inside the backward pass (`layerwise_updates`) and
+  the batch-sharded token lookup, with XXL-on-8's sharding and scanned
+  layers, give the plain step's parameters and optimizer statistics after
+  two steps: in float32 to float rounding, and on a bfloat16 network within
+  two bfloat16 roundings of the float32-gradient step's. Catches a layer updated with another's gradient
+  or statistics, an update taken with parameters already changed, a step
+  count advanced once per layer, statistics not written back, and a lookup
+  that reads another chip's rows."""
+  out = _run_on_eight_devices()
+  for plain, layerwise in zip(out['plain_state'], out['layerwise_state'],
+                              strict=True):
+    np.testing.assert_allclose(layerwise, plain, rtol=RTOL, atol=ATOL)
+  for plain, layerwise in zip(out['float32_grads_state'],
+                              out['layerwise_bf16_state'], strict=True):
+    plain, layerwise = np.asarray(plain), np.asarray(layerwise)
+    scale = np.abs(plain).max(initial=0.0)
+    np.testing.assert_allclose(layerwise, plain, rtol=0,
+                               atol=BF16_TOL * scale)
