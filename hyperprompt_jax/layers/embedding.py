@@ -45,16 +45,15 @@ class Embed(nn.Module):
     if not jnp.issubdtype(inputs.dtype, jnp.integer):
       raise ValueError(f'Token ids must be integers, got {inputs.dtype}.')
     table = jnp.asarray(self.embedding, self.dtype)
-    if self.one_hot and self.batch_sharded:
-      table = nn_partitioning.with_sharding_constraint(table, ('vocab', None))
-      one_hot = nn_partitioning.with_sharding_constraint(
-          jax.nn.one_hot(inputs, self.num_embeddings, dtype=self.dtype),
-          ('batch', 'length', 'vocab'))
-      return nn_partitioning.with_sharding_constraint(
-          one_hot @ table, ('batch', 'length', 'embed'))
-    if self.one_hot:
-      return jax.nn.one_hot(inputs, self.num_embeddings, dtype=self.dtype) @ table
-    return table[inputs]
+    if not self.one_hot:
+      return table[inputs]
+    one_hot = jax.nn.one_hot(inputs, self.num_embeddings, dtype=self.dtype)
+    if not self.batch_sharded:
+      return one_hot @ table
+    constrain = nn_partitioning.with_sharding_constraint
+    one_hot = constrain(one_hot, ('batch', 'length', 'vocab'))
+    table = constrain(table, ('vocab', None))
+    return constrain(one_hot @ table, ('batch', 'length', 'embed'))
 
   def attend(self, query: jnp.ndarray) -> jnp.ndarray:
     """Logits `[..., vocab]` of `query` `[..., features]` against the table."""

@@ -256,8 +256,8 @@ def _run_layers_updating(stack: nn.Module, updates: layerwise.LayerUpdates,
 
   return layerwise.scan_with_updates(
       layer_fn, functools.partial(updates.update, stack.name),
-      stack.variables['params'][layerwise.LAYERS], updates.states[stack.name], x,
-      (shared, per_layer), rngs)
+      stack.variables['params'][layerwise.LAYERS],
+      updates.states[stack.name], x, (shared, per_layer), rngs)
 
 
 class EncoderLayer(nn.Module):

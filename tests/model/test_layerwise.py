@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 
 from hyperprompt_jax.model import layerwise
+from hyperprompt_jax.training import optimizers
+from hyperprompt_jax.training import trainer as trainer_lib
+import tiny_models as tm
 
 LAYERS, WIDTH = 3, 4
 LR, DECAY = 0.1, 0.9
@@ -121,9 +124,6 @@ def test_split_and_join_params_are_inverse():
 ])
 def test_settings_it_cannot_apply_to_are_refused(bindings, problem):
   """One-line errors that name the setting and its fix."""
-  import tiny_models as tm  # pylint: disable=g-import-not-at-top
-  from hyperprompt_jax.training import optimizers  # pylint: disable=g-import-not-at-top
-  from hyperprompt_jax.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
   config = trainer_lib.TrainerConfig(layerwise_updates=True, **bindings)
   model = tm.model('global', scan_layers=True)
   with pytest.raises(ValueError, match=f'layerwise_updates: {problem}'):
