@@ -29,9 +29,8 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 import jax
 import jax.numpy as jnp
 
-# The stacks of `network.Transformer`: their scanned layers are
-# `params[stack]['layers']`, each leaf with a leading layers axis.
-STACKS = ('encoder', 'decoder')
+# The subtree of a stack's scanned layers, `params[stack]['layers']` (the
+# name of `network`'s `nn.scan`), each leaf with a leading layers axis.
 LAYERS = 'layers'
 
 # (grads, params, state) of one layer -> (params, state); every tree holds
@@ -77,9 +76,9 @@ def split_params(params: Mapping[str, Any]) -> tuple[dict, dict]:
   """`params` without the stacks' `layers` subtrees, and those subtrees by
   stack name (stacks that are not scanned are left in place)."""
   rest, stacks = dict(params), {}
-  for name in STACKS:
-    if LAYERS in params.get(name, {}):
-      rest[name] = dict(params[name])
+  for name, subtree in params.items():
+    if isinstance(subtree, Mapping) and LAYERS in subtree:
+      rest[name] = dict(subtree)
       stacks[name] = rest[name].pop(LAYERS)
   return rest, stacks
 

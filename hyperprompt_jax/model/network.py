@@ -123,7 +123,8 @@ def compute_dtype_params(config: T5Config, params):
   """
   def cast(path, x):
     names = partitioning.key_names(path)
-    in_layer = any(n == 'layers' or n.startswith('layers_') for n in names)
+    in_layer = any(n == layerwise.LAYERS or n.startswith(
+        f'{layerwise.LAYERS}_') for n in names)
     return x.astype(config.dtype) if in_layer and names[-1] == 'kernel' else x
   return jax.tree_util.tree_map_with_path(cast, params)
 
@@ -227,11 +228,11 @@ def _run_layers(stack: nn.Module, layer_cls, num_layers: int, x, shared,
         in_axes=(nn.broadcast,) * len(shared) + tuple(
             _layer_scan_axes(a) for a in per_layer),
         length=num_layers, axis_name='layers')
-    x, _ = scanned(**attributes, scanned=True, name='layers')(
+    x, _ = scanned(**attributes, scanned=True, name=layerwise.LAYERS)(
         x, *shared, *per_layer)
     return x
   for i in range(num_layers):
-    x = layer_cls(**attributes, name=f'layers_{i}')(
+    x = layer_cls(**attributes, name=f'{layerwise.LAYERS}_{i}')(
         x, *shared, *(None if a is None else a.layer(i) for a in per_layer))
   return x
 

@@ -126,19 +126,20 @@ class TrainerConfig:
     """Raises ValueError where `layerwise_updates` cannot apply."""
     if not self.layerwise_updates:
       return
-    problem = (
-        'the layers are not scanned: set T5Config.scan_layers = True'
-        if not model.module.config.scan_layers else
-        f'num_microbatches={self.num_microbatches}: set it to 1'
-        if self.num_microbatches != 1 else
-        f'tune={self.tune!r}: use "all"' if self.tune != 'all' else
-        'compute_dtype_gradients is set too: unset it'
-        if self.compute_dtype_gradients else
-        f'{type(optimizer).__name__} with a global gradient-norm clip needs '
-        'every gradient first: unset the clip'
-        if not optimizers.decomposes_by_layer(optimizer) else None)
-    if problem:
-      raise ValueError(f'TrainerConfig.layerwise_updates: {problem}')
+    problems = (
+        (not model.module.config.scan_layers,
+         'the layers are not scanned: set T5Config.scan_layers = True'),
+        (self.num_microbatches != 1,
+         f'num_microbatches={self.num_microbatches}: set it to 1'),
+        (self.tune != 'all', f'tune={self.tune!r}: use "all"'),
+        (self.compute_dtype_gradients,
+         'compute_dtype_gradients is set too: unset it'),
+        (not optimizers.decomposes_by_layer(optimizer),
+         f'{type(optimizer).__name__} with a global gradient-norm clip '
+         'needs every gradient first: unset the clip'))
+    for found, problem in problems:
+      if found:
+        raise ValueError(f'TrainerConfig.layerwise_updates: {problem}')
 
 
 class Trainer:
